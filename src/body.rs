@@ -1,0 +1,229 @@
+//! [`ReplayBody`]: the request body the inner service receives, recorded so that the request can
+//! be replayed once after an authentication failure.
+//!
+//! The body is teed while it streams: each data chunk is handed on and a clone of its `Bytes`
+//! (a reference count, not a copy of the bytes) is kept, up to the replay limit. Past the limit
+//! the recording is dropped and the request cannot be replayed; it is never buffered whole before
+//! it is sent. Trailers are recorded and replayed. The recording is published only when the body
+//! has been sent to its end: a body the inner service dropped half-way (say, because the response
+//! came first) is never replayed, since nobody knows what the server read of it.
+//!
+//! The recorder lives inside the body, so recording takes no lock; the one shared slot is written
+//! once, at the end of the stream, and read once, at the replay.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{ready, Context, Poll};
+
+use bytes::{Buf, Bytes};
+use http::HeaderMap;
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+
+use crate::BoxError;
+
+pin_project! {
+    /// The body the inner service receives: the caller's body, teed for a possible replay, or the
+    /// replay of a recorded body. `Data = Bytes` (as tonic's `Body::new` wants); `Unpin` whenever
+    /// the caller's body is (as hyper-util's client wants).
+    pub struct ReplayBody<B> {
+        #[pin]
+        state: State<B>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<B> {
+        // The caller's body, streaming.
+        Streaming {
+            #[pin]
+            inner: B,
+            recorder: Option<Recorder>,
+        },
+        // A recorded body being sent again.
+        Replay {
+            recorded: Recorded,
+        },
+    }
+}
+
+/// What was recorded of a body that was sent to its end.
+#[derive(Debug, Default)]
+pub(crate) struct Recorded {
+    chunks: VecDeque<Bytes>,
+    trailers: Option<HeaderMap>,
+    remaining: u64,
+}
+
+impl Recorded {
+    /// The body of a replay.
+    pub(crate) fn into_body<B>(self) -> ReplayBody<B> {
+        ReplayBody { state: State::Replay { recorded: self } }
+    }
+}
+
+/// Where a finished recording is published for the response future to take.
+pub(crate) type Tape = Arc<Mutex<Option<Recorded>>>;
+
+/// The recording half of the tee; lives in the body while it streams.
+#[derive(Debug)]
+struct Recorder {
+    recorded: Recorded,
+    limit: u64,
+    tape: Tape,
+}
+
+/// How a request's body can be replayed.
+#[derive(Debug)]
+pub(crate) enum Replayable {
+    /// The body was empty: replay an empty body.
+    Empty,
+    /// The body is being recorded; the recording appears on this tape once it has been sent whole.
+    Recording(Tape),
+}
+
+impl Replayable {
+    /// The body to replay, if it was recorded in full. Takes the recording: at most one replay.
+    pub(crate) fn take<B>(&self) -> Option<ReplayBody<B>> {
+        match self {
+            Replayable::Empty => Some(Recorded::default().into_body()),
+            Replayable::Recording(tape) => {
+                let mut slot = tape.lock().unwrap_or_else(|e| e.into_inner());
+                slot.take().map(Recorded::into_body)
+            }
+        }
+    }
+}
+
+impl<B: Body> ReplayBody<B> {
+    /// Wraps `body`, recording up to `limit` bytes. Returns how the request could be replayed, or
+    /// `None` when it cannot be (replay disabled, or the body announces more than `limit`).
+    pub(crate) fn new(body: B, limit: usize) -> (Self, Option<Replayable>) {
+        let limit = limit as u64;
+        let pass = |inner| ReplayBody { state: State::Streaming { inner, recorder: None } };
+        if limit == 0 {
+            return (pass(body), None);
+        }
+        if body.is_end_stream() {
+            return (pass(body), Some(Replayable::Empty));
+        }
+        if body.size_hint().lower() > limit {
+            return (pass(body), None);
+        }
+        let tape: Tape = Arc::default();
+        let recorder = Recorder { recorded: Recorded::default(), limit, tape: tape.clone() };
+        let body = ReplayBody { state: State::Streaming { inner: body, recorder: Some(recorder) } };
+        (body, Some(Replayable::Recording(tape)))
+    }
+}
+
+impl Recorder {
+    /// Records a chunk; returns false when the limit is passed (the recording is then worthless).
+    fn data(&mut self, chunk: &Bytes) -> bool {
+        let len = chunk.len() as u64;
+        if self.recorded.remaining + len > self.limit {
+            return false;
+        }
+        self.recorded.remaining += len;
+        if !chunk.is_empty() {
+            self.recorded.chunks.push_back(chunk.clone());
+        }
+        true
+    }
+
+    fn publish(self) {
+        let mut slot = self.tape.lock().unwrap_or_else(|e| e.into_inner());
+        *slot = Some(self.recorded);
+    }
+}
+
+impl<B> Body for ReplayBody<B>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.project().state.project() {
+            StateProj::Streaming { mut inner, recorder } => {
+                let frame = match ready!(inner.as_mut().poll_frame(cx)) {
+                    None => {
+                        if let Some(r) = recorder.take() {
+                            r.publish();
+                        }
+                        return Poll::Ready(None);
+                    }
+                    Some(Err(e)) => {
+                        *recorder = None;
+                        return Poll::Ready(Some(Err(e.into())));
+                    }
+                    Some(Ok(frame)) => frame.map_data(|mut d| d.copy_to_bytes(d.remaining())),
+                };
+                if let Some(r) = recorder.as_mut() {
+                    let keep = match frame.data_ref() {
+                        Some(chunk) => r.data(chunk),
+                        None => match frame.trailers_ref() {
+                            Some(t) => {
+                                r.recorded.trailers = Some(t.clone());
+                                true
+                            }
+                            None => false,
+                        },
+                    };
+                    if !keep {
+                        *recorder = None;
+                    } else if inner.is_end_stream() {
+                        // Clients stop polling once the body says it has ended.
+                        if let Some(r) = recorder.take() {
+                            r.publish();
+                        }
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            StateProj::Replay { recorded } => {
+                if let Some(chunk) = recorded.chunks.pop_front() {
+                    recorded.remaining -= chunk.len() as u64;
+                    return Poll::Ready(Some(Ok(Frame::data(chunk))));
+                }
+                Poll::Ready(recorded.trailers.take().map(|t| Ok(Frame::trailers(t))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.state {
+            State::Streaming { inner, .. } => inner.is_end_stream(),
+            State::Replay { recorded } => recorded.chunks.is_empty() && recorded.trailers.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.state {
+            State::Streaming { inner, .. } => inner.size_hint(),
+            State::Replay { recorded } => SizeHint::with_exact(recorded.remaining),
+        }
+    }
+}
+
+impl<B> std::fmt::Debug for ReplayBody<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.state {
+            State::Streaming { recorder, .. } => f
+                .debug_struct("ReplayBody")
+                .field("recording", &recorder.is_some())
+                .finish_non_exhaustive(),
+            State::Replay { recorded } => f
+                .debug_struct("ReplayBody")
+                .field("replaying", &recorded.remaining)
+                .finish_non_exhaustive(),
+        }
+    }
+}

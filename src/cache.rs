@@ -1,0 +1,446 @@
+//! The single-flight token cache: the one place that decides when to fetch.
+//!
+//! What it promises (see DESIGN.md, "The token cache"):
+//! - At most one fetch in flight. Requests that need a token while it runs wait on it; a request
+//!   that was rejected with generation `g` asks for a token *newer than `g`*, so N rejections of
+//!   the same token cause one fetch, and a rejection of a token already superseded causes none.
+//! - The fetch runs in a task of its own under its own timeout: dropping the request that started
+//!   it cancels nothing. The task holds only a weak reference to the cache, and the cache aborts
+//!   its tasks when the last layer or service is dropped, so nothing outlives the layer.
+//! - A failure is delivered to every waiter and then backed off (exponential, jittered); during
+//!   the backoff a request that needs a fetch fails at once with the last error. A failure never
+//!   evicts a token that is still valid.
+//! - Deadlines are monotonic `tokio::time::Instant`s, computed from the token's lifetime as the
+//!   server's clock measured it.
+//!
+//! The request path never takes the lock while the token is fresh: it loads one atomic word, the
+//! *stamp* (`generation << 2 | phase`), which is only written when the token or its phase changes.
+//! Phases move forward on timers (fresh → soft → stale), so no request reads a clock.
+//! The lock guards the slow path only and is never held across an `.await`.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue};
+use tokio::sync::watch;
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
+
+use crate::error::{Error, InvalidToken, SourceError};
+use crate::{AuthFailureClassifier, Token, TokenSource};
+
+/// The token may be used; nothing to do.
+pub(crate) const FRESH: u64 = 0;
+/// The token may be used, and a background refresh is due: the first request to see it starts one.
+pub(crate) const SOFT: u64 = 1;
+/// The token may be used; a background refresh is running or backing off.
+pub(crate) const REFRESHING: u64 = 2;
+/// There is no usable token: requests must go through the slow path.
+pub(crate) const STALE: u64 = 3;
+const PHASE: u64 = 3;
+
+/// Everything the layer was configured with.
+#[derive(Clone, Debug)]
+pub(crate) struct Config {
+    pub(crate) header_name: HeaderName,
+    pub(crate) expiry_margin: Duration,
+    pub(crate) refresh_window: Duration,
+    pub(crate) replay_limit: usize,
+    pub(crate) classifier: AuthFailureClassifier,
+    pub(crate) fetch_timeout: Duration,
+    pub(crate) backoff_initial: Duration,
+    pub(crate) backoff_max: Duration,
+}
+
+/// A token the cache has accepted, with what the request path needs of it.
+pub(crate) struct Current {
+    pub(crate) generation: u64,
+    pub(crate) token: Arc<Token>,
+    /// The header value, built once, marked sensitive.
+    pub(crate) header: HeaderValue,
+    /// The token's bytes, from which each service clone makes a header value of its own (so that
+    /// clones on different threads never write to one shared reference count).
+    bytes: Arc<[u8]>,
+    /// When a background refresh becomes due (jittered).
+    soft_at: Instant,
+    /// When the token stops being used (its expiry minus the margin).
+    pub(crate) stale_at: Instant,
+}
+
+impl Current {
+    fn accept(token: Token, generation: u64, now: Instant, config: &Config) -> Result<Self, Error> {
+        if !crate::token::is_header_safe(token.auth_token()) {
+            return Err(Error::InvalidToken(InvalidToken::NotHeaderSafe));
+        }
+        let usable = token
+            .access_remaining()
+            .and_then(|left| left.checked_sub(config.expiry_margin))
+            .filter(|d| !d.is_zero())
+            .ok_or(Error::InvalidToken(InvalidToken::Expired))?;
+        let mut header = HeaderValue::from_str(token.auth_token())
+            .map_err(|_| Error::InvalidToken(InvalidToken::NotHeaderSafe))?;
+        header.set_sensitive(true);
+        let stale_at = now + usable;
+        // The refresh starts somewhere in the second half of the window before staleness, so that
+        // many processes started together do not refresh together.
+        let window = config.refresh_window.min(usable / 2);
+        let soft_at = stale_at - window.mul_f64(1.0 - fastrand::f64() * 0.5);
+        Ok(Current {
+            generation,
+            bytes: Arc::from(token.auth_token().as_bytes()),
+            token: Arc::new(token),
+            header,
+            soft_at,
+            stale_at,
+        })
+    }
+
+    /// A header value with its own reference count, for one service clone.
+    pub(crate) fn own_header(&self) -> HeaderValue {
+        let mut value = HeaderValue::from_maybe_shared(Bytes::from_owner(self.bytes.clone()))
+            .unwrap_or_else(|_| self.header.clone());
+        value.set_sensitive(true);
+        value
+    }
+}
+
+impl fmt::Debug for Current {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Current")
+            .field("generation", &self.generation)
+            .field("token", &self.token)
+            .finish_non_exhaustive()
+    }
+}
+
+type Outcome = Result<Arc<Current>, Error>;
+
+/// Counters, for tests, demos and metrics.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) fetches: AtomicU64,
+    pub(crate) failures: AtomicU64,
+    pub(crate) replays: AtomicU64,
+}
+
+pub(crate) struct Cache {
+    stamp: AtomicU64,
+    state: Mutex<State>,
+    source: Arc<dyn TokenSource>,
+    pub(crate) config: Config,
+    pub(crate) counters: Counters,
+}
+
+#[derive(Default)]
+struct State {
+    current: Option<Arc<Current>>,
+    generation: u64,
+    flight: Option<Flight>,
+    failure: Option<Failure>,
+    timer: Option<AbortHandle>,
+    next_flight: u64,
+}
+
+struct Flight {
+    id: u64,
+    rx: watch::Receiver<Option<Outcome>>,
+    task: AbortHandle,
+}
+
+struct Failure {
+    error: Error,
+    attempts: u32,
+    retry_at: Instant,
+}
+
+/// What a request gets when it asks for a token on the slow path.
+pub(crate) enum Acquire {
+    /// A usable token, at once.
+    Ready(Arc<Current>),
+    /// A fetch is running; wait for it.
+    Wait(TokenWait),
+    /// No token, and no fetch may start now (backing off after this error).
+    Failed(Error),
+}
+
+/// Waiting for the fetch in flight.
+pub(crate) type TokenWait = Pin<Box<dyn Future<Output = Outcome> + Send>>;
+
+impl Cache {
+    pub(crate) fn new(source: Arc<dyn TokenSource>, config: Config) -> Self {
+        Cache {
+            stamp: AtomicU64::new(STALE),
+            state: Mutex::default(),
+            source,
+            config,
+            counters: Counters::default(),
+        }
+    }
+
+    /// The stamp: `generation << 2 | phase`. One atomic load, the whole of the hot path's check.
+    #[inline]
+    pub(crate) fn stamp(&self) -> u64 {
+        self.stamp.load(Ordering::Acquire)
+    }
+
+    #[inline]
+    pub(crate) fn phase(stamp: u64) -> u64 {
+        stamp & PHASE
+    }
+
+    #[inline]
+    pub(crate) fn generation(stamp: u64) -> u64 {
+        stamp >> 2
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Nothing that runs under the lock can panic halfway through an update; a poisoned lock
+        // is still consistent.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The current token if it is still usable.
+    pub(crate) fn usable(&self) -> Option<Arc<Current>> {
+        let now = Instant::now();
+        let st = self.lock();
+        st.current.as_ref().filter(|c| now < c.stale_at).cloned()
+    }
+
+    /// The current token, usable or not (for `Debug` and stats).
+    pub(crate) fn current_token(&self) -> Option<Arc<Token>> {
+        self.lock().current.as_ref().map(|c| c.token.clone())
+    }
+
+    /// A usable token newer than generation `after` (0: any), fetching one if needed.
+    pub(crate) fn obtain(self: &Arc<Self>, after: u64) -> Acquire {
+        let now = Instant::now();
+        let mut st = self.lock();
+        if let Some(cur) = st.current.as_ref() {
+            if cur.generation > after && now < cur.stale_at {
+                return Acquire::Ready(cur.clone());
+            }
+        }
+        if let Some(flight) = st.flight.as_ref() {
+            return Acquire::Wait(wait(flight.rx.clone()));
+        }
+        if let Some(failure) = st.failure.as_ref() {
+            if now < failure.retry_at {
+                return Acquire::Failed(failure.error.clone());
+            }
+        }
+        match self.start_fetch(&mut st) {
+            Ok(rx) => Acquire::Wait(wait(rx)),
+            Err(e) => Acquire::Failed(e),
+        }
+    }
+
+    /// Called by the one request that moved the phase from soft to refreshing: start the
+    /// background refresh, unless a fetch is already running or the cache is backing off.
+    pub(crate) fn refresh_in_background(self: &Arc<Self>) {
+        let now = Instant::now();
+        let mut st = self.lock();
+        if st.flight.is_some() {
+            return; // its completion moves the phase on
+        }
+        if let Some(retry_at) = st.failure.as_ref().map(|f| f.retry_at).filter(|&t| now < t) {
+            self.schedule_retry(&mut st, retry_at);
+            return;
+        }
+        // Without a runtime there is nothing to run it on; the token is still usable, and
+        // the request that finds it stale will report the error.
+        let _ = self.start_fetch(&mut st);
+    }
+
+    /// Moves the phase from soft to refreshing; true for the one caller that wins.
+    #[inline]
+    pub(crate) fn claim_refresh(&self, stamp: u64) -> bool {
+        self.stamp
+            .compare_exchange(stamp, stamp - SOFT + REFRESHING, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    fn start_fetch(self: &Arc<Self>, st: &mut State) -> Result<watch::Receiver<Option<Outcome>>, Error> {
+        let handle = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
+        let (tx, rx) = watch::channel(None);
+        st.next_flight += 1;
+        let id = st.next_flight;
+        let previous = st.current.as_ref().map(|c| c.token.clone());
+        let source = self.source.clone();
+        let timeout = self.config.fetch_timeout;
+        let guard = FlightGuard { cache: Arc::downgrade(self), id, tx: Some(tx) };
+        self.counters.fetches.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(flight = id, refresh = previous.is_some(), "kero-auth: fetching a token");
+        let task = handle.spawn(async move {
+            let fetched = tokio::time::timeout(timeout, source.fetch(previous.as_deref())).await;
+            let result = match fetched {
+                Ok(Ok(token)) => Ok(token),
+                Ok(Err(e)) => Err(Error::Source(SourceError::new(e))),
+                Err(_) => Err(Error::FetchTimeout(timeout)),
+            };
+            guard.complete(result);
+        });
+        st.flight = Some(Flight { id, rx: rx.clone(), task: task.abort_handle() });
+        Ok(rx)
+    }
+
+    fn complete(self: &Arc<Self>, id: u64, result: Result<Token, Error>) -> Outcome {
+        let now = Instant::now();
+        let mut st = self.lock();
+        if st.flight.as_ref().is_some_and(|f| f.id == id) {
+            st.flight = None;
+        }
+        let generation = st.generation + 1;
+        match result.and_then(|token| Current::accept(token, generation, now, &self.config)) {
+            Ok(current) => {
+                let current = Arc::new(current);
+                st.generation = generation;
+                st.current = Some(current.clone());
+                st.failure = None;
+                self.stamp.store(generation << 2 | FRESH, Ordering::Release);
+                let events = vec![(current.soft_at, Step::Soft), (current.stale_at, Step::Stale)];
+                self.set_timer(&mut st, generation, events);
+                tracing::debug!(generation, "kero-auth: new token");
+                Ok(current)
+            }
+            Err(error) => {
+                self.counters.failures.fetch_add(1, Ordering::Relaxed);
+                let attempts = st.failure.as_ref().map_or(0, |f| f.attempts).saturating_add(1);
+                let retry_at = now + self.backoff(attempts);
+                tracing::warn!(attempts, error = %error, "kero-auth: token fetch failed");
+                st.failure = Some(Failure { error: error.clone(), attempts, retry_at });
+                if Self::phase(self.stamp()) == REFRESHING {
+                    self.schedule_retry(&mut st, retry_at);
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// After a failed background refresh: back to soft when the backoff ends, stale at expiry.
+    fn schedule_retry(self: &Arc<Self>, st: &mut State, retry_at: Instant) {
+        let Some(cur) = st.current.clone() else { return };
+        let mut events = Vec::with_capacity(2);
+        if retry_at < cur.stale_at {
+            events.push((retry_at, Step::Retry));
+        }
+        events.push((cur.stale_at, Step::Stale));
+        self.set_timer(st, cur.generation, events);
+    }
+
+    fn set_timer(self: &Arc<Self>, st: &mut State, generation: u64, events: Vec<(Instant, Step)>) {
+        if let Some(old) = st.timer.take() {
+            old.abort();
+        }
+        let Ok(handle) = tokio::runtime::Handle::try_current() else { return };
+        let weak = Arc::downgrade(self);
+        let task = handle.spawn(async move {
+            for (at, step) in events {
+                tokio::time::sleep_until(at).await;
+                let Some(cache) = weak.upgrade() else { return };
+                cache.step(generation, step);
+            }
+        });
+        st.timer = Some(task.abort_handle());
+    }
+
+    fn step(&self, generation: u64, step: Step) {
+        let _ = self.stamp.fetch_update(Ordering::AcqRel, Ordering::Acquire, |stamp| {
+            if Self::generation(stamp) != generation {
+                return None;
+            }
+            let to = match (Self::phase(stamp), step) {
+                (FRESH, Step::Soft) | (REFRESHING, Step::Retry) => SOFT,
+                (FRESH | SOFT | REFRESHING, Step::Stale) => STALE,
+                _ => return None,
+            };
+            Some(generation << 2 | to)
+        });
+    }
+
+    fn backoff(&self, attempts: u32) -> Duration {
+        let exp = attempts.saturating_sub(1).min(30);
+        let base = self
+            .config
+            .backoff_initial
+            .saturating_mul(1u32 << exp)
+            .min(self.config.backoff_max);
+        // "Equal jitter": between half and all of the exponential delay.
+        base.mul_f64(0.5 + fastrand::f64() * 0.5)
+    }
+}
+
+impl Drop for Cache {
+    fn drop(&mut self) {
+        let st = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+        if let Some(flight) = st.flight.take() {
+            flight.task.abort();
+        }
+        if let Some(timer) = st.timer.take() {
+            timer.abort();
+        }
+    }
+}
+
+impl fmt::Debug for Cache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let stamp = self.stamp();
+        f.debug_struct("Cache")
+            .field("generation", &Self::generation(stamp))
+            .field("phase", &Self::phase(stamp))
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Step {
+    Soft,
+    Retry,
+    Stale,
+}
+
+fn wait(mut rx: watch::Receiver<Option<Outcome>>) -> TokenWait {
+    Box::pin(async move {
+        match rx.wait_for(Option::is_some).await {
+            Ok(outcome) => outcome.clone().unwrap_or(Err(Error::FetchAborted)),
+            Err(_) => Err(Error::FetchAborted),
+        }
+    })
+}
+
+/// Owned by the fetch task. Delivers the outcome to the waiters; if the task ends without one
+/// (the source panicked, or the runtime is shutting down), delivers `FetchAborted` instead, so
+/// that no waiter hangs and the cache is free to fetch again.
+struct FlightGuard {
+    cache: Weak<Cache>,
+    id: u64,
+    tx: Option<watch::Sender<Option<Outcome>>>,
+}
+
+impl FlightGuard {
+    fn complete(mut self, result: Result<Token, Error>) {
+        self.finish(result);
+    }
+
+    fn finish(&mut self, result: Result<Token, Error>) {
+        let Some(tx) = self.tx.take() else { return };
+        let outcome = match self.cache.upgrade() {
+            Some(cache) => cache.complete(self.id, result),
+            None => return,
+        };
+        tx.send_replace(Some(outcome));
+    }
+}
+
+impl Drop for FlightGuard {
+    fn drop(&mut self) {
+        if self.tx.is_some() {
+            self.finish(Err(Error::FetchAborted));
+        }
+    }
+}

@@ -1,0 +1,242 @@
+//! [`ResponseFuture`]: one request's way through the layer.
+//!
+//! ```text
+//!   acquiring ──► sending ──► (auth failure, replayable) ──► renewing ──► readying ──► replaying
+//!       │            │                                          │
+//!       ▼            └──► response (not an auth failure, or not replayable: returned as is)
+//!    failed                                                     └──► error (no new token)
+//! ```
+//! The future never fetches by itself: it asks the cache, which runs the fetch in a task of its
+//! own. Dropping the future at any point cancels nothing but this request.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use http::{Request, Response};
+use http_body::Body;
+use pin_project_lite::pin_project;
+use tower_service::Service;
+
+use crate::body::ReplayBody;
+use crate::cache::{Acquire, Cache, TokenWait};
+use crate::error::Error;
+use crate::service::{prepare, Replay};
+use crate::BoxError;
+
+/// How many bytes of a rejected response's body are read (and thrown away) before the replay, so
+/// that an HTTP/1 connection can be reused. Past this, the body is dropped.
+const DRAIN_LIMIT: usize = 64 * 1024;
+
+pin_project! {
+    /// The future of [`KeroAuth`](crate::KeroAuth). A named state machine; nothing is boxed while
+    /// the token is fresh.
+    pub struct ResponseFuture<S, ReqB, ResB>
+    where
+        S: Service<Request<ReplayBody<ReqB>>>,
+    {
+        #[pin]
+        state: State<S, ReqB, ResB>,
+        cache: Arc<Cache>,
+        // The token generation the request was sent with.
+        generation: u64,
+        replay: Option<Replay<S>>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<S, ReqB, ResB>
+    where
+        S: Service<Request<ReplayBody<ReqB>>>,
+    {
+        // Waiting for a token before the first send.
+        Acquiring {
+            wait: TokenWait,
+            svc: Option<S>,
+            req: Option<Request<ReqB>>,
+        },
+        // No token could be had.
+        Failed {
+            error: Option<Error>,
+        },
+        // The first send.
+        Sending {
+            #[pin]
+            fut: S::Future,
+        },
+        // Rejected: draining the rejection's body while the new token is fetched.
+        Renewing {
+            #[pin]
+            rejected: Option<ResB>,
+            drained: usize,
+            token: Option<Acquire>,
+            replay: Option<(Replay<S>, ReplayBody<ReqB>)>,
+        },
+        // Waiting for the inner service to be ready for the replay.
+        Readying {
+            svc: Option<S>,
+            req: Option<Request<ReplayBody<ReqB>>>,
+        },
+        // The replay: its response goes back to the caller whatever it is.
+        Replaying {
+            #[pin]
+            fut: S::Future,
+        },
+    }
+}
+
+impl<S, ReqB, ResB> ResponseFuture<S, ReqB, ResB>
+where
+    S: Service<Request<ReplayBody<ReqB>>>,
+{
+    pub(crate) fn sending(
+        fut: S::Future,
+        cache: Arc<Cache>,
+        generation: u64,
+        replay: Option<Replay<S>>,
+    ) -> Self {
+        ResponseFuture { state: State::Sending { fut }, cache, generation, replay }
+    }
+
+    pub(crate) fn acquiring(wait: TokenWait, svc: S, req: Request<ReqB>, cache: Arc<Cache>) -> Self {
+        ResponseFuture {
+            state: State::Acquiring { wait, svc: Some(svc), req: Some(req) },
+            cache,
+            generation: 0,
+            replay: None,
+        }
+    }
+
+    pub(crate) fn failed(error: Error, cache: Arc<Cache>) -> Self {
+        ResponseFuture { state: State::Failed { error: Some(error) }, cache, generation: 0, replay: None }
+    }
+}
+
+impl<S, ReqB, ResB> Future for ResponseFuture<S, ReqB, ResB>
+where
+    S: Service<Request<ReplayBody<ReqB>>, Response = Response<ResB>> + Clone,
+    S::Error: Into<BoxError>,
+    ReqB: Body,
+    ResB: Body,
+{
+    type Output = Result<Response<ResB>, BoxError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            let mut this = self.as_mut().project();
+            match this.state.as_mut().project() {
+                StateProj::Acquiring { wait, svc, req } => {
+                    let current = ready!(wait.as_mut().poll(cx))?;
+                    let (Some(mut svc), Some(req)) = (svc.take(), req.take()) else {
+                        return Poll::Ready(Err(Error::FetchAborted.into()));
+                    };
+                    let (req, replay) = prepare(req, this.cache, current.header.clone(), &svc);
+                    *this.generation = current.generation;
+                    *this.replay = replay;
+                    let fut = svc.call(req);
+                    this.state.set(State::Sending { fut });
+                }
+                StateProj::Failed { error } => {
+                    let error = error.take().unwrap_or(Error::FetchAborted);
+                    return Poll::Ready(Err(error.into()));
+                }
+                StateProj::Sending { fut } => {
+                    let res = ready!(fut.poll(cx)).map_err(Into::into)?;
+                    let config = &this.cache.config;
+                    if !config.classifier.is_auth_failure(res.status(), res.headers()) {
+                        return Poll::Ready(Ok(res));
+                    }
+                    let generation = *this.generation;
+                    let replay = this.replay.take().and_then(|r| {
+                        let body = r.body.take()?;
+                        Some((r, body))
+                    });
+                    let Some(replay) = replay else {
+                        // Not replayable: the caller gets the rejection as is, and the requests
+                        // that follow get a new token.
+                        let _ = this.cache.obtain(generation);
+                        return Poll::Ready(Ok(res));
+                    };
+                    tracing::debug!(generation, "kero-auth: request rejected, renewing the token");
+                    let token = this.cache.obtain(generation);
+                    this.state.set(State::Renewing {
+                        rejected: Some(res.into_body()),
+                        drained: 0,
+                        token: Some(token),
+                        replay: Some(replay),
+                    });
+                }
+                StateProj::Renewing { mut rejected, drained, token, replay } => {
+                    while let Some(body) = rejected.as_mut().as_pin_mut() {
+                        match body.poll_frame(cx) {
+                            Poll::Ready(Some(Ok(frame))) => {
+                                *drained += frame.data_ref().map_or(0, |d| bytes::Buf::remaining(d));
+                                if *drained > DRAIN_LIMIT {
+                                    rejected.set(None);
+                                }
+                            }
+                            Poll::Ready(_) => rejected.set(None),
+                            Poll::Pending => break,
+                        }
+                    }
+                    let current = match token {
+                        Some(Acquire::Ready(current)) => current.clone(),
+                        Some(Acquire::Wait(wait)) => ready!(wait.as_mut().poll(cx))?,
+                        Some(Acquire::Failed(error)) => return Poll::Ready(Err(error.clone().into())),
+                        None => return Poll::Ready(Err(Error::FetchAborted.into())),
+                    };
+                    if rejected.is_some() {
+                        // Token in hand; the drain is still pending and will wake us.
+                        *token = Some(Acquire::Ready(current));
+                        return Poll::Pending;
+                    }
+                    let Some((replay, body)) = replay.take() else {
+                        return Poll::Ready(Err(Error::FetchAborted.into()));
+                    };
+                    this.cache.counters.replays.fetch_add(1, Ordering::Relaxed);
+                    let (svc, req) = replay.into_request(body, this.cache, current.header.clone());
+                    *this.generation = current.generation;
+                    this.state.set(State::Readying { svc: Some(svc), req: Some(req) });
+                }
+                StateProj::Readying { svc, req } => {
+                    let Some(s) = svc.as_mut() else {
+                        return Poll::Ready(Err(Error::FetchAborted.into()));
+                    };
+                    ready!(s.poll_ready(cx)).map_err(Into::into)?;
+                    let (Some(mut s), Some(req)) = (svc.take(), req.take()) else {
+                        return Poll::Ready(Err(Error::FetchAborted.into()));
+                    };
+                    let fut = s.call(req);
+                    this.state.set(State::Replaying { fut });
+                }
+                StateProj::Replaying { fut } => {
+                    return fut.poll(cx).map_err(Into::into);
+                }
+            }
+        }
+    }
+}
+
+impl<S, ReqB, ResB> fmt::Debug for ResponseFuture<S, ReqB, ResB>
+where
+    S: Service<Request<ReplayBody<ReqB>>>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.state {
+            State::Acquiring { .. } => "acquiring",
+            State::Failed { .. } => "failed",
+            State::Sending { .. } => "sending",
+            State::Renewing { .. } => "renewing",
+            State::Readying { .. } => "readying",
+            State::Replaying { .. } => "replaying",
+        };
+        f.debug_struct("ResponseFuture")
+            .field("state", &state)
+            .field("generation", &self.generation)
+            .finish_non_exhaustive()
+    }
+}
