@@ -174,7 +174,7 @@ where
                     while let Some(body) = rejected.as_mut().as_pin_mut() {
                         match body.poll_frame(cx) {
                             Poll::Ready(Some(Ok(frame))) => {
-                                *drained += frame.data_ref().map_or(0, |d| bytes::Buf::remaining(d));
+                                *drained += frame.data_ref().map_or(0, bytes::Buf::remaining);
                                 if *drained > DRAIN_LIMIT {
                                     rejected.set(None);
                                 }
