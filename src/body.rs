@@ -55,6 +55,9 @@ pub(crate) struct Recorded {
     chunks: VecDeque<Bytes>,
     trailers: Option<HeaderMap>,
     remaining: u64,
+    /// Whether the original body announced its exact length: the replay announces the same kind
+    /// of length, so the server sees the same framing (`content-length` or chunked) both times.
+    exact: bool,
 }
 
 impl Recorded {
@@ -113,7 +116,8 @@ impl<B: Body> ReplayBody<B> {
             return (pass(body), None);
         }
         let tape: Tape = Arc::default();
-        let recorder = Recorder { recorded: Recorded::default(), limit, tape: tape.clone() };
+        let recorded = Recorded { exact: body.size_hint().exact().is_some(), ..Recorded::default() };
+        let recorder = Recorder { recorded, limit, tape: tape.clone() };
         let body = ReplayBody { state: State::Streaming { inner: body, recorder: Some(recorder) } };
         (body, Some(Replayable::Recording(tape)))
     }
@@ -179,8 +183,9 @@ where
                     };
                     if !keep {
                         *recorder = None;
-                    } else if inner.is_end_stream() {
-                        // Clients stop polling once the body says it has ended.
+                    } else if frame.is_trailers() || inner.is_end_stream() {
+                        // Trailers are the last frame, and clients stop polling once the body
+                        // says it has ended: either way the recording is complete.
                         if let Some(r) = recorder.take() {
                             r.publish();
                         }
@@ -208,7 +213,8 @@ where
     fn size_hint(&self) -> SizeHint {
         match &self.state {
             State::Streaming { inner, .. } => inner.size_hint(),
-            State::Replay { recorded } => SizeHint::with_exact(recorded.remaining),
+            State::Replay { recorded } if recorded.exact => SizeHint::with_exact(recorded.remaining),
+            State::Replay { .. } => SizeHint::default(),
         }
     }
 }

@@ -144,6 +144,8 @@ struct State {
     failure: Option<Failure>,
     timer: Option<AbortHandle>,
     next_flight: u64,
+    /// The newest generation the server rejected.
+    rejected: u64,
 }
 
 struct Flight {
@@ -216,20 +218,34 @@ impl Cache {
         self.lock().current.as_ref().map(|c| c.token.clone())
     }
 
-    /// A usable token newer than generation `after` (0: any), fetching one if needed.
+    /// A usable token newer than generation `after`, fetching one if needed.
+    ///
+    /// `after == 0` asks for any usable token. `after == g > 0` says the server rejected
+    /// generation `g`: if `g` is still the current token, it is marked rejected (so requests that
+    /// follow wait for its successor rather than be rejected in turn) and one fetch starts; if a
+    /// newer token exists already, it is returned and nothing is fetched.
     pub(crate) fn obtain(self: &Arc<Self>, after: u64) -> Acquire {
         let now = Instant::now();
         let mut st = self.lock();
-        if let Some(cur) = st.current.as_ref() {
+        let backing_off = st.failure.as_ref().is_some_and(|f| now < f.retry_at);
+        if let Some(cur) = st.current.clone() {
+            if after > 0 && cur.generation == after && st.rejected < after {
+                st.rejected = after;
+                self.step(after, Step::Rejected);
+            }
             if cur.generation > after && now < cur.stale_at {
-                return Acquire::Ready(cur.clone());
+                // A rejected token is still served while no successor can be had: the rejection
+                // may have been the server's mistake, and it is all there is.
+                if cur.generation > st.rejected || (st.flight.is_none() && backing_off) {
+                    return Acquire::Ready(cur);
+                }
             }
         }
         if let Some(flight) = st.flight.as_ref() {
             return Acquire::Wait(wait(flight.rx.clone()));
         }
-        if let Some(failure) = st.failure.as_ref() {
-            if now < failure.retry_at {
+        if backing_off {
+            if let Some(failure) = st.failure.as_ref() {
                 return Acquire::Failed(failure.error.clone());
             }
         }
@@ -355,7 +371,7 @@ impl Cache {
             }
             let to = match (Self::phase(stamp), step) {
                 (FRESH, Step::Soft) | (REFRESHING, Step::Retry) => SOFT,
-                (FRESH | SOFT | REFRESHING, Step::Stale) => STALE,
+                (FRESH | SOFT | REFRESHING, Step::Stale | Step::Rejected) => STALE,
                 _ => return None,
             };
             Some(generation << 2 | to)
@@ -399,9 +415,14 @@ impl fmt::Debug for Cache {
 
 #[derive(Clone, Copy, Debug)]
 enum Step {
+    /// The refresh window opens.
     Soft,
+    /// The backoff after a failed background refresh ends.
     Retry,
+    /// The token reaches its expiry minus the margin.
     Stale,
+    /// The server rejected the token: requests go to the slow path.
+    Rejected,
 }
 
 fn wait(mut rx: watch::Receiver<Option<Outcome>>) -> TokenWait {

@@ -13,11 +13,13 @@ use http_body_util::{combinators::BoxBody, BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use kero_auth::{source::FetchFuture, BoxError, ReplayBody, Token, TokenSource};
+use kero_auth::{source::FetchFuture, ReplayBody, Token, TokenSource};
 use tokio::net::TcpListener;
 
-/// The request body type the test clients send.
-pub type TestBody = BoxBody<Bytes, BoxError>;
+/// The request body type the test clients send. (Its error is a concrete type: with `BoxError`,
+/// rustc cannot prove the spawned futures `Send` — "implementation of `Service` is not general
+/// enough", a known compiler limitation with `dyn Error` in async blocks.)
+pub type TestBody = BoxBody<Bytes, std::io::Error>;
 
 /// A request as the server saw it.
 #[derive(Clone, Debug)]
@@ -49,6 +51,7 @@ type Rule = dyn Fn(&Seen) -> StatusCode + Send + Sync;
 pub struct TestServer {
     pub addr: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
+    connections: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -59,9 +62,12 @@ impl TestServer {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let rule: Arc<Rule> = Arc::new(rule);
         let seen2 = seen.clone();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let conns = connections.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else { return };
+                conns.fetch_add(1, Ordering::SeqCst);
                 let seen = seen2.clone();
                 let rule = rule.clone();
                 tokio::spawn(async move {
@@ -70,11 +76,15 @@ impl TestServer {
                         let rule = rule.clone();
                         async move {
                             let (parts, body) = req.into_parts();
+                            if parts.uri.path().starts_with("/slow") {
+                                // Answered late, judged on what is valid by then.
+                                tokio::time::sleep(Duration::from_millis(300)).await;
+                            }
                             let collected = body.collect().await.unwrap();
                             let trailers = collected.trailers().cloned();
                             let s = Seen {
                                 method: parts.method,
-                                uri: parts.uri.to_string(),
+                                uri: parts.uri.path_and_query().map(|p| p.to_string()).unwrap_or_default(),
                                 headers: parts.headers,
                                 body: collected.to_bytes(),
                                 trailers,
@@ -97,7 +107,7 @@ impl TestServer {
                 });
             }
         });
-        TestServer { addr, seen, task }
+        TestServer { addr, seen, connections, task }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -106,6 +116,11 @@ impl TestServer {
 
     pub fn seen(&self) -> Vec<Seen> {
         self.seen.lock().unwrap().clone()
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
     }
 
     pub fn count(&self) -> usize {
@@ -149,7 +164,7 @@ pub fn streamed(chunks: Vec<&'static [u8]>, trailers: Option<HeaderMap>) -> Test
         .chain(trailers.map(Frame::trailers));
     let s = stream::iter(frames).then(|f| async move {
         tokio::task::yield_now().await;
-        Ok::<_, BoxError>(f)
+        Ok::<_, std::io::Error>(f)
     });
     BodyExt::boxed(http_body_util::StreamBody::new(s))
 }
