@@ -91,7 +91,7 @@ impl Replayable {
     /// The body to replay, if it was recorded in full. Takes the recording: at most one replay.
     pub(crate) fn take<B>(&self) -> Option<ReplayBody<B>> {
         match self {
-            Replayable::Empty => Some(Recorded::default().into_body()),
+            Replayable::Empty => Some(Recorded { exact: true, ..Recorded::default() }.into_body()),
             Replayable::Recording(tape) => {
                 let mut slot = tape.lock().unwrap_or_else(|e| e.into_inner());
                 slot.take().map(Recorded::into_body)
@@ -231,5 +231,145 @@ impl<B> std::fmt::Debug for ReplayBody<B> {
                 .field("replaying", &recorded.remaining)
                 .finish_non_exhaustive(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{BodyExt, Full};
+    use std::collections::VecDeque;
+    use std::convert::Infallible;
+    use std::task::Waker;
+
+    /// A body that yields a scripted sequence: `Some(frame)` is a frame, `None` is one `Pending`.
+    struct Script {
+        steps: VecDeque<Option<Frame<Bytes>>>,
+        hint: SizeHint,
+    }
+
+    impl Script {
+        fn new(steps: Vec<Option<Frame<Bytes>>>) -> Self {
+            Script { steps: steps.into(), hint: SizeHint::default() }
+        }
+    }
+
+    impl Body for Script {
+        type Data = Bytes;
+        type Error = Infallible;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+            match self.steps.pop_front() {
+                Some(Some(frame)) => Poll::Ready(Some(Ok(frame))),
+                Some(None) => Poll::Pending,
+                None => Poll::Ready(None),
+            }
+        }
+        fn size_hint(&self) -> SizeHint {
+            self.hint.clone()
+        }
+    }
+
+    fn data(s: &'static str) -> Option<Frame<Bytes>> {
+        Some(Frame::data(Bytes::from_static(s.as_bytes())))
+    }
+
+    fn poll<B: Body + Unpin>(body: &mut B) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        Pin::new(body).poll_frame(&mut Context::from_waker(Waker::noop()))
+    }
+
+    fn chunk(p: Poll<Option<Result<Frame<Bytes>, BoxError>>>) -> Bytes {
+        match p {
+            Poll::Ready(Some(Ok(f))) => f.into_data().unwrap(),
+            _ => panic!("expected a data frame"),
+        }
+    }
+
+    async fn collect<B: Body<Data = Bytes, Error = BoxError>>(b: B) -> (Bytes, Option<HeaderMap>) {
+        let c = b.collect().await.unwrap();
+        let t = c.trailers().cloned();
+        (c.to_bytes(), t)
+    }
+
+    #[tokio::test]
+    async fn chunks_pass_through_as_they_arrive_and_replay_whole_with_trailers() {
+        let mut trailers = HeaderMap::new();
+        trailers.insert("x-sum", "9".parse().unwrap());
+        let script = Script::new(vec![data("one "), None, data("two "), None, data("three"), Some(Frame::trailers(trailers.clone()))]);
+        let (mut body, replay) = ReplayBody::new(script, 1024);
+        let replay = replay.unwrap();
+        // Each chunk is handed on as soon as it arrives: nothing waits for the whole body.
+        assert_eq!(chunk(poll(&mut body)), "one ");
+        assert!(poll(&mut body).is_pending());
+        assert!(replay.take::<Script>().is_none(), "not replayable before the end");
+        assert_eq!(chunk(poll(&mut body)), "two ");
+        assert!(poll(&mut body).is_pending());
+        assert_eq!(chunk(poll(&mut body)), "three");
+        assert!(matches!(poll(&mut body), Poll::Ready(Some(Ok(f))) if f.is_trailers()));
+        // Published at the trailers, even if the client never polls for the end.
+        let again = replay.take::<Script>().expect("replayable");
+        assert!(again.size_hint().exact().is_none(), "same framing as the original (unknown length)");
+        assert_eq!(collect(again).await, (Bytes::from_static(b"one two three"), Some(trailers)));
+        assert!(replay.take::<Script>().is_none(), "at most one replay");
+    }
+
+    #[tokio::test]
+    async fn an_exact_length_body_replays_with_its_length() {
+        let (mut body, replay) = ReplayBody::new(Full::new(Bytes::from_static(b"0123456789")), 64);
+        assert_eq!(chunk(poll(&mut body)), "0123456789");
+        // `Full` says it has ended after its one chunk; clients then stop polling.
+        assert!(body.is_end_stream());
+        let again = replay.unwrap().take::<Full<Bytes>>().expect("replayable");
+        assert_eq!(again.size_hint().exact(), Some(10));
+        assert_eq!(collect(again).await.0, "0123456789");
+    }
+
+    #[test]
+    fn past_the_limit_the_recording_is_dropped() {
+        let owned = Some(Frame::data(Bytes::from(b"0123".to_vec())));
+        let script = Script::new(vec![owned, data("4567"), data("89")]);
+        let (mut body, replay) = ReplayBody::new(script, 9);
+        let replay = replay.unwrap();
+        let first = chunk(poll(&mut body));
+        assert_eq!(chunk(poll(&mut body)), "4567");
+        assert_eq!(chunk(poll(&mut body)), "89");
+        assert!(matches!(poll(&mut body), Poll::Ready(None)));
+        assert!(replay.take::<Script>().is_none());
+        // The recorder let go of its clones: the consumer holds the only reference.
+        assert!(first.is_unique());
+    }
+
+    #[test]
+    fn a_body_announced_over_the_limit_is_not_recorded_at_all() {
+        let (_, replay) = ReplayBody::new(Full::new(Bytes::from_static(b"0123456789")), 9);
+        assert!(replay.is_none());
+        let (_, replay) = ReplayBody::new(Full::new(Bytes::from_static(b"0123456789")), 0);
+        assert!(replay.is_none(), "limit 0 disables replay");
+    }
+
+    #[test]
+    fn a_body_dropped_half_way_is_not_replayable() {
+        let script = Script::new(vec![data("0123"), data("4567")]);
+        let (mut body, replay) = ReplayBody::new(script, 64);
+        chunk(poll(&mut body));
+        drop(body);
+        assert!(replay.unwrap().take::<Script>().is_none());
+    }
+
+    #[test]
+    fn an_empty_body_is_replayed_as_empty() {
+        let (body, replay) = ReplayBody::new(http_body_util::Empty::<Bytes>::new(), 64);
+        assert!(body.is_end_stream());
+        let again = replay.unwrap().take::<Script>().unwrap();
+        assert!(again.is_end_stream());
+        assert_eq!(again.size_hint().exact(), Some(0));
+    }
+
+    #[test]
+    fn data_of_any_buf_type_becomes_bytes() {
+        let (mut body, _) = ReplayBody::new(Full::new(&b"static slice"[..]), 64);
+        assert_eq!(chunk(poll(&mut body)), "static slice");
     }
 }
