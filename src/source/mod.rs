@@ -11,6 +11,13 @@ use std::sync::Arc;
 
 use crate::{BoxError, Token};
 
+mod kero;
+pub use kero::{ApiError, BuildError, KeroTokenSourceBuilder, KeroError, KeroTokenSource, Malformed, INVALID_SOURCE_HOST};
+#[cfg(feature = "tls")]
+pub use kero::{https_client, HttpsClient};
+#[cfg(not(feature = "tls"))]
+pub use kero::NoClient;
+
 /// The future a [`TokenSource`] returns.
 pub type FetchFuture<'a> = Pin<Box<dyn Future<Output = Result<Token, BoxError>> + Send + 'a>>;
 
