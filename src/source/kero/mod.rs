@@ -1,7 +1,7 @@
 //! [`KeroTokenSource`]: the [`TokenSource`] that speaks the Kero API's `/auth` and `/refresh`.
 //!
 //! Decisions on what the Kero documentation leaves unsaid (each tested against the mock server):
-//! - **Route.** `/refresh` while the refresh token is valid (on the server's clock, with 10 s to
+//! - **Route.** `/refresh` while the refresh token is valid (on the server's clock, with 2 s to
 //!   spare); `/auth` when there is no token, when the refresh token has expired, or when `/refresh`
 //!   is refused with a 4xx answer (then `/auth` once, never a loop). A 5xx or transport failure
 //!   of `/refresh` is returned as is (the server is down; `/auth` would not help).
@@ -47,7 +47,7 @@ pub type HttpsClient = hyper_util::client::legacy::Client<
 >;
 
 /// A refresh token this close to its expiry is not used: `/auth` is called instead.
-const REFRESH_SPARE: i64 = 10;
+const REFRESH_SPARE: i64 = 2;
 
 /// Speaks `POST /{region}/auth` and `POST /{region}/refresh` over any tower HTTP service.
 ///

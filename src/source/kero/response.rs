@@ -155,4 +155,38 @@ mod tests {
         assert!(matches!(&down, KeroError::Api(a) if a.status == "Bad Gateway" && a.code.is_none()));
         assert!(down.is_retryable());
     }
+
+    proptest::proptest! {
+        #[test]
+        fn no_input_panics_or_leaks(status in 100u16..600, body in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+            let status = StatusCode::from_u16(status).unwrap();
+            for route in [Route::Auth, Route::Refresh] {
+                if let Err(e) = read_answer(route, status, at_now(), &body) {
+                    let _ = (e.to_string(), format!("{e:?}"), e.is_retryable());
+                }
+            }
+        }
+
+        #[test]
+        fn json_shaped_noise_never_panics(
+            auth in "\\PC{0,40}", refresh in "\\PC{0,40}",
+            exp in proptest::num::i64::ANY, rexp in proptest::num::i64::ANY, with_status in proptest::bool::ANY,
+        ) {
+            let mut v = serde_json::json!({
+                "auth_token": auth, "access_expires_at": exp,
+                "refresh_token": refresh, "refresh_expires_at": rexp,
+            });
+            if with_status {
+                v["status"] = serde_json::json!("SOMETHING");
+            }
+            let body = v.to_string();
+            match read_answer(Route::Auth, StatusCode::OK, at_now(), body.as_bytes()) {
+                Ok(t) => {
+                    proptest::prop_assert!(is_header_safe(t.auth_token()) && is_header_safe(t.refresh_token()));
+                    proptest::prop_assert!(t.access_expires_at() > NOW as i64);
+                }
+                Err(e) => proptest::prop_assert!(!e.to_string().contains(&auth) || auth.len() < 4),
+            }
+        }
+    }
 }
