@@ -24,7 +24,7 @@ use tower_service::Service;
 use crate::body::ReplayBody;
 use crate::cache::{Acquire, Cache, TokenWait};
 use crate::error::Error;
-use crate::service::{prepare, Replay};
+use crate::service::{prepare, Local, Replay};
 use crate::BoxError;
 
 /// How many bytes of a rejected response's body are read (and thrown away) before the replay, so
@@ -40,10 +40,9 @@ pin_project! {
     {
         #[pin]
         state: State<S, ReqB, ResB>,
-        cache: Arc<Cache>,
-        // The token generation the request was sent with.
-        generation: u64,
-        replay: Option<Replay<S>>,
+        // The token generation the request was sent with, and the cache it came from.
+        local: Option<Arc<Local<S>>>,
+        replay: Option<Replay>,
     }
 }
 
@@ -58,6 +57,7 @@ pin_project! {
             wait: TokenWait,
             svc: Option<S>,
             req: Option<Request<ReqB>>,
+            cache: Arc<Cache>,
         },
         // No token could be had.
         Failed {
@@ -74,7 +74,7 @@ pin_project! {
             rejected: Option<ResB>,
             drained: usize,
             token: Option<Acquire>,
-            replay: Option<(Replay<S>, ReplayBody<ReqB>)>,
+            replay: Option<(Replay, ReplayBody<ReqB>)>,
         },
         // Waiting for the inner service to be ready for the replay.
         Readying {
@@ -93,26 +93,20 @@ impl<S, ReqB, ResB> ResponseFuture<S, ReqB, ResB>
 where
     S: Service<Request<ReplayBody<ReqB>>>,
 {
-    pub(crate) fn sending(
-        fut: S::Future,
-        cache: Arc<Cache>,
-        generation: u64,
-        replay: Option<Replay<S>>,
-    ) -> Self {
-        ResponseFuture { state: State::Sending { fut }, cache, generation, replay }
+    pub(crate) fn sending(fut: S::Future, local: Arc<Local<S>>, replay: Option<Replay>) -> Self {
+        ResponseFuture { state: State::Sending { fut }, local: Some(local), replay }
     }
 
     pub(crate) fn acquiring(wait: TokenWait, svc: S, req: Request<ReqB>, cache: Arc<Cache>) -> Self {
         ResponseFuture {
-            state: State::Acquiring { wait, svc: Some(svc), req: Some(req) },
-            cache,
-            generation: 0,
+            state: State::Acquiring { wait, svc: Some(svc), req: Some(req), cache },
+            local: None,
             replay: None,
         }
     }
 
-    pub(crate) fn failed(error: Error, cache: Arc<Cache>) -> Self {
-        ResponseFuture { state: State::Failed { error: Some(error) }, cache, generation: 0, replay: None }
+    pub(crate) fn failed(error: Error) -> Self {
+        ResponseFuture { state: State::Failed { error: Some(error) }, local: None, replay: None }
     }
 }
 
@@ -129,13 +123,14 @@ where
         loop {
             let mut this = self.as_mut().project();
             match this.state.as_mut().project() {
-                StateProj::Acquiring { wait, svc, req } => {
+                StateProj::Acquiring { wait, svc, req, cache } => {
                     let current = ready!(wait.as_mut().poll(cx))?;
                     let (Some(mut svc), Some(req)) = (svc.take(), req.take()) else {
                         return Poll::Ready(Err(Error::FetchAborted.into()));
                     };
-                    let (req, replay) = prepare(req, this.cache, current.header.clone(), &svc);
-                    *this.generation = current.generation;
+                    let (req, replay) = prepare(req, cache, current.header.clone());
+                    let local = Local::new(cache.clone(), current.generation, current.header.clone(), &svc);
+                    *this.local = Some(Arc::new(local));
                     *this.replay = replay;
                     let fut = svc.call(req);
                     this.state.set(State::Sending { fut });
@@ -146,11 +141,13 @@ where
                 }
                 StateProj::Sending { fut } => {
                     let res = ready!(fut.poll(cx)).map_err(Into::into)?;
-                    let config = &this.cache.config;
-                    if !config.classifier.is_auth_failure(res.status(), res.headers()) {
+                    let Some(local) = this.local.as_ref() else {
+                        return Poll::Ready(Ok(res));
+                    };
+                    let (cache, generation) = (&local.cache, local.generation);
+                    if !cache.config.classifier.is_auth_failure(res.status(), res.headers()) {
                         return Poll::Ready(Ok(res));
                     }
-                    let generation = *this.generation;
                     let replay = this.replay.take().and_then(|r| {
                         let body = r.body.take()?;
                         Some((r, body))
@@ -158,11 +155,11 @@ where
                     let Some(replay) = replay else {
                         // Not replayable: the caller gets the rejection as is, and the requests
                         // that follow get a new token.
-                        let _ = this.cache.obtain(generation);
+                        let _ = cache.obtain(generation);
                         return Poll::Ready(Ok(res));
                     };
                     tracing::debug!(generation, "kero-auth: request rejected, renewing the token");
-                    let token = this.cache.obtain(generation);
+                    let token = cache.obtain(generation);
                     this.state.set(State::Renewing {
                         rejected: Some(res.into_body()),
                         drained: 0,
@@ -194,12 +191,12 @@ where
                         *token = Some(Acquire::Ready(current));
                         return Poll::Pending;
                     }
-                    let Some((replay, body)) = replay.take() else {
+                    let (Some((replay, body)), Some(local)) = (replay.take(), this.local.as_ref()) else {
                         return Poll::Ready(Err(Error::FetchAborted.into()));
                     };
-                    this.cache.counters.replays.fetch_add(1, Ordering::Relaxed);
-                    let (svc, req) = replay.into_request(body, this.cache, current.header.clone());
-                    *this.generation = current.generation;
+                    local.cache.counters.replays.fetch_add(1, Ordering::Relaxed);
+                    let req = replay.into_request(body, &local.cache, current.header.clone());
+                    let svc = local.replayer();
                     this.state.set(State::Readying { svc: Some(svc), req: Some(req) });
                 }
                 StateProj::Readying { svc, req } => {
@@ -236,7 +233,7 @@ where
         };
         f.debug_struct("ResponseFuture")
             .field("state", &state)
-            .field("generation", &self.generation)
+            .field("generation", &self.local.as_ref().map(|l| l.generation))
             .finish_non_exhaustive()
     }
 }

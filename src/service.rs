@@ -6,7 +6,7 @@
 
 use std::fmt;
 use std::mem;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use http::{Extensions, HeaderMap, HeaderValue, Method, Request, Response, Uri, Version};
@@ -22,13 +22,36 @@ use crate::{BoxError, Stats};
 /// request, refreshes the token when it expires or when the server rejects it, and replays a
 /// rejected request once.
 ///
-/// Every clone shares the layer's token cache. Each clone keeps its own copy of the header value,
-/// renewed when the token changes, so clones running on different threads do not contend.
+/// Every clone shares the layer's token cache. Each clone keeps, per token generation, its own
+/// copy of the header value and its own clone of the inner service for replays, so that clones
+/// running on different threads write to no shared memory per request. A clone makes that copy on
+/// its first request (one allocation, and one clone of the inner service); a service cloned for
+/// every request pays it every time, which is still cheaper than a lock.
 pub struct KeroAuth<S> {
     inner: S,
     cache: Arc<Cache>,
-    /// This clone's copy of the token header, and the generation it belongs to (0: none).
-    local: Option<(u64, HeaderValue)>,
+    local: Option<Arc<Local<S>>>,
+}
+
+/// One clone's view of one token generation: what the hot path hands to each request's future.
+pub(crate) struct Local<S> {
+    pub(crate) cache: Arc<Cache>,
+    pub(crate) generation: u64,
+    header: HeaderValue,
+    /// A clone of the inner service, not yet ready, from which replays are made: a replay is rare,
+    /// so the inner service is cloned then, not for every request.
+    replayer: Mutex<S>,
+}
+
+impl<S: Clone> Local<S> {
+    pub(crate) fn new(cache: Arc<Cache>, generation: u64, header: HeaderValue, svc: &S) -> Self {
+        Local { cache, generation, header, replayer: Mutex::new(svc.clone()) }
+    }
+
+    /// A service to replay on (to be made ready first).
+    pub(crate) fn replayer(&self) -> S {
+        self.replayer.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
 }
 
 impl<S> KeroAuth<S> {
@@ -55,17 +78,24 @@ impl<S> KeroAuth<S> {
     pub fn stats(&self) -> Stats {
         Stats::of(&self.cache)
     }
+}
 
-    /// This clone's header for `generation`, made from the cache's current token if needed.
+impl<S: Clone> KeroAuth<S> {
+    /// This clone's view of `generation`, made from the cache's current token if needed.
     #[inline]
-    fn header_for(&mut self, generation: u64) -> Option<(u64, HeaderValue)> {
+    fn local_for(&mut self, generation: u64) -> Option<Arc<Local<S>>> {
         match &self.local {
-            Some((g, value)) if *g == generation => Some((*g, value.clone())),
+            Some(local) if local.generation == generation => Some(local.clone()),
             _ => {
                 let current = self.cache.usable()?;
-                let value = current.own_header();
-                self.local = Some((current.generation, value.clone()));
-                Some((current.generation, value))
+                let local = Arc::new(Local::new(
+                    self.cache.clone(),
+                    current.generation,
+                    current.own_header(),
+                    &self.inner,
+                ));
+                self.local = Some(local.clone());
+                Some(local)
             }
         }
     }
@@ -73,7 +103,7 @@ impl<S> KeroAuth<S> {
 
 impl<S: Clone> Clone for KeroAuth<S> {
     fn clone(&self) -> Self {
-        // The clone makes its own header copy on first use: see the type's docs.
+        // The clone makes its own `Local` on first use: see the type's docs.
         KeroAuth { inner: self.inner.clone(), cache: self.cache.clone(), local: None }
     }
 }
@@ -106,22 +136,27 @@ where
         let stamp = self.cache.stamp();
         let phase = Cache::phase(stamp);
         if phase != STALE {
-            if let Some((generation, header)) = self.header_for(Cache::generation(stamp)) {
+            if let Some(local) = self.local_for(Cache::generation(stamp)) {
                 if phase == SOFT && self.cache.claim_refresh(stamp) {
                     self.cache.refresh_in_background();
                 }
-                let (req, replay) = prepare(req, &self.cache, header, &self.inner);
+                let (req, replay) = prepare(req, &self.cache, local.header.clone());
                 let fut = self.inner.call(req);
-                return ResponseFuture::sending(fut, self.cache.clone(), generation, replay);
+                return ResponseFuture::sending(fut, local, replay);
             }
         }
         match self.cache.obtain(0) {
             Acquire::Ready(current) => {
-                let header = current.own_header();
-                self.local = Some((current.generation, header.clone()));
-                let (req, replay) = prepare(req, &self.cache, header, &self.inner);
+                let local = Arc::new(Local::new(
+                    self.cache.clone(),
+                    current.generation,
+                    current.own_header(),
+                    &self.inner,
+                ));
+                self.local = Some(local.clone());
+                let (req, replay) = prepare(req, &self.cache, local.header.clone());
                 let fut = self.inner.call(req);
-                ResponseFuture::sending(fut, self.cache.clone(), current.generation, replay)
+                ResponseFuture::sending(fut, local, replay)
             }
             Acquire::Wait(wait) => {
                 // The inner service was made ready by `poll_ready`; take it into the future and
@@ -131,17 +166,15 @@ where
                 let ready = mem::replace(&mut self.inner, clone);
                 ResponseFuture::acquiring(wait, ready, req, self.cache.clone())
             }
-            Acquire::Failed(error) => ResponseFuture::failed(error, self.cache.clone()),
+            Acquire::Failed(error) => ResponseFuture::failed(error),
         }
     }
 }
 
-/// What a replay needs: the request head as the caller sent it, the body, and a service to send
-/// it with.
-pub(crate) struct Replay<S> {
+/// What a replay needs: the request head as the caller sent it, and the body.
+pub(crate) struct Replay {
     head: Head,
     pub(crate) body: Replayable,
-    pub(crate) svc: S,
 }
 
 /// The request head, saved before the token was added (a request without headers of its own
@@ -154,14 +187,14 @@ struct Head {
     extensions: Extensions,
 }
 
-impl<S> Replay<S> {
+impl Replay {
     /// The request to replay, with the new token.
     pub(crate) fn into_request<B>(
         self,
         body: ReplayBody<B>,
         cache: &Cache,
         header: HeaderValue,
-    ) -> (S, Request<ReplayBody<B>>) {
+    ) -> Request<ReplayBody<B>> {
         let mut req = Request::new(body);
         *req.method_mut() = self.head.method;
         *req.uri_mut() = self.head.uri;
@@ -169,17 +202,16 @@ impl<S> Replay<S> {
         *req.headers_mut() = self.head.headers;
         *req.extensions_mut() = self.head.extensions;
         req.headers_mut().insert(cache.config.header_name.clone(), header);
-        (self.svc, req)
+        req
     }
 }
 
 /// Adds the token header, wraps the body, and saves what a replay would need.
-pub(crate) fn prepare<S: Clone, B: Body>(
+pub(crate) fn prepare<B: Body>(
     req: Request<B>,
     cache: &Cache,
     header: HeaderValue,
-    svc: &S,
-) -> (Request<ReplayBody<B>>, Option<Replay<S>>) {
+) -> (Request<ReplayBody<B>>, Option<Replay>) {
     let (mut parts, body) = req.into_parts();
     let (body, replayable) = ReplayBody::new(body, cache.config.replay_limit);
     let replay = replayable.map(|body| Replay {
@@ -191,7 +223,6 @@ pub(crate) fn prepare<S: Clone, B: Body>(
             extensions: parts.extensions.clone(),
         },
         body,
-        svc: svc.clone(),
     });
     parts.headers.insert(cache.config.header_name.clone(), header);
     (Request::from_parts(parts, body), replay)
