@@ -30,7 +30,12 @@ async fn main() -> Result<(), tower::BoxError> {
         let token = format!("tok-{id}");
         *v.lock().unwrap() = token.clone();
         async move {
-            Ok::<_, Infallible>(Token::expiring_in(token, Duration::from_secs(3600), "refresh", Duration::from_secs(86_400)))
+            Ok::<_, Infallible>(Token::expiring_in(
+                token,
+                Duration::from_secs(3600),
+                "refresh",
+                Duration::from_secs(86_400),
+            ))
         }
     });
 
@@ -40,26 +45,40 @@ async fn main() -> Result<(), tower::BoxError> {
     let v = valid.clone();
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { return };
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
             let v = v.clone();
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                    let ok = req.headers().get("token").is_some_and(|t| t == v.lock().unwrap().as_str());
+                    let ok = req
+                        .headers()
+                        .get("token")
+                        .is_some_and(|t| t == v.lock().unwrap().as_str());
                     async move {
-                        let status = if ok { StatusCode::OK } else { StatusCode::UNAUTHORIZED };
+                        let status = if ok {
+                            StatusCode::OK
+                        } else {
+                            StatusCode::UNAUTHORIZED
+                        };
                         let mut res = Response::new(Full::new(Bytes::from_static(b"{}")));
                         *res.status_mut() = status;
                         Ok::<_, Infallible>(res)
                     }
                 });
-                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
             });
         }
     });
 
     let layer = KeroAuthLayer::new(source);
     let client = Client::builder(TokioExecutor::new()).build_http::<ReplayBody<Full<Bytes>>>();
-    let svc = ServiceBuilder::new().layer(layer.clone()).timeout(Duration::from_secs(5)).service(client);
+    let svc = ServiceBuilder::new()
+        .layer(layer.clone())
+        .timeout(Duration::from_secs(5))
+        .service(client);
 
     let mut ok = 0;
     for round in 0..3 {
@@ -85,6 +104,9 @@ async fn main() -> Result<(), tower::BoxError> {
     }
     let stats = layer.stats();
     println!("requests: 150, succeeded: {ok}");
-    println!("token fetches: {}, replays after 401: {}", stats.fetches, stats.replays);
+    println!(
+        "token fetches: {}, replays after 401: {}",
+        stats.fetches, stats.replays
+    );
     Ok(())
 }

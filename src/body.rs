@@ -63,7 +63,9 @@ pub(crate) struct Recorded {
 impl Recorded {
     /// The body of a replay.
     pub(crate) fn into_body<B>(self) -> ReplayBody<B> {
-        ReplayBody { state: State::Replay { recorded: self } }
+        ReplayBody {
+            state: State::Replay { recorded: self },
+        }
     }
 }
 
@@ -91,7 +93,13 @@ impl Replayable {
     /// The body to replay, if it was recorded in full. Takes the recording: at most one replay.
     pub(crate) fn take<B>(&self) -> Option<ReplayBody<B>> {
         match self {
-            Replayable::Empty => Some(Recorded { exact: true, ..Recorded::default() }.into_body()),
+            Replayable::Empty => Some(
+                Recorded {
+                    exact: true,
+                    ..Recorded::default()
+                }
+                .into_body(),
+            ),
             Replayable::Recording(tape) => {
                 let mut slot = tape.lock().unwrap_or_else(|e| e.into_inner());
                 slot.take().map(Recorded::into_body)
@@ -105,7 +113,12 @@ impl<B: Body> ReplayBody<B> {
     /// `None` when it cannot be (replay disabled, or the body announces more than `limit`).
     pub(crate) fn new(body: B, limit: usize) -> (Self, Option<Replayable>) {
         let limit = limit as u64;
-        let pass = |inner| ReplayBody { state: State::Streaming { inner, recorder: None } };
+        let pass = |inner| ReplayBody {
+            state: State::Streaming {
+                inner,
+                recorder: None,
+            },
+        };
         if limit == 0 {
             return (pass(body), None);
         }
@@ -116,9 +129,21 @@ impl<B: Body> ReplayBody<B> {
             return (pass(body), None);
         }
         let tape: Tape = Arc::default();
-        let recorded = Recorded { exact: body.size_hint().exact().is_some(), ..Recorded::default() };
-        let recorder = Recorder { recorded, limit, tape: tape.clone() };
-        let body = ReplayBody { state: State::Streaming { inner: body, recorder: Some(recorder) } };
+        let recorded = Recorded {
+            exact: body.size_hint().exact().is_some(),
+            ..Recorded::default()
+        };
+        let recorder = Recorder {
+            recorded,
+            limit,
+            tape: tape.clone(),
+        };
+        let body = ReplayBody {
+            state: State::Streaming {
+                inner: body,
+                recorder: Some(recorder),
+            },
+        };
         (body, Some(Replayable::Recording(tape)))
     }
 }
@@ -156,7 +181,10 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.project().state.project() {
-            StateProj::Streaming { mut inner, recorder } => {
+            StateProj::Streaming {
+                mut inner,
+                recorder,
+            } => {
                 let frame = match ready!(inner.as_mut().poll_frame(cx)) {
                     None => {
                         if let Some(r) = recorder.take() {
@@ -213,7 +241,9 @@ where
     fn size_hint(&self) -> SizeHint {
         match &self.state {
             State::Streaming { inner, .. } => inner.size_hint(),
-            State::Replay { recorded } if recorded.exact => SizeHint::with_exact(recorded.remaining),
+            State::Replay { recorded } if recorded.exact => {
+                SizeHint::with_exact(recorded.remaining)
+            }
             State::Replay { .. } => SizeHint::default(),
         }
     }
@@ -250,7 +280,10 @@ mod tests {
 
     impl Script {
         fn new(steps: Vec<Option<Frame<Bytes>>>) -> Self {
-            Script { steps: steps.into(), hint: SizeHint::default() }
+            Script {
+                steps: steps.into(),
+                hint: SizeHint::default(),
+            }
         }
     }
 
@@ -268,7 +301,7 @@ mod tests {
             }
         }
         fn size_hint(&self) -> SizeHint {
-            self.hint.clone()
+            self.hint
         }
     }
 
@@ -276,7 +309,9 @@ mod tests {
         Some(Frame::data(Bytes::from_static(s.as_bytes())))
     }
 
-    fn poll<B: Body + Unpin>(body: &mut B) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+    type Polled<B> = Poll<Option<Result<Frame<<B as Body>::Data>, <B as Body>::Error>>>;
+
+    fn poll<B: Body + Unpin>(body: &mut B) -> Polled<B> {
         Pin::new(body).poll_frame(&mut Context::from_waker(Waker::noop()))
     }
 
@@ -297,21 +332,37 @@ mod tests {
     async fn chunks_pass_through_as_they_arrive_and_replay_whole_with_trailers() {
         let mut trailers = HeaderMap::new();
         trailers.insert("x-sum", "9".parse().unwrap());
-        let script = Script::new(vec![data("one "), None, data("two "), None, data("three"), Some(Frame::trailers(trailers.clone()))]);
+        let script = Script::new(vec![
+            data("one "),
+            None,
+            data("two "),
+            None,
+            data("three"),
+            Some(Frame::trailers(trailers.clone())),
+        ]);
         let (mut body, replay) = ReplayBody::new(script, 1024);
         let replay = replay.unwrap();
         // Each chunk is handed on as soon as it arrives: nothing waits for the whole body.
         assert_eq!(chunk(poll(&mut body)), "one ");
         assert!(poll(&mut body).is_pending());
-        assert!(replay.take::<Script>().is_none(), "not replayable before the end");
+        assert!(
+            replay.take::<Script>().is_none(),
+            "not replayable before the end"
+        );
         assert_eq!(chunk(poll(&mut body)), "two ");
         assert!(poll(&mut body).is_pending());
         assert_eq!(chunk(poll(&mut body)), "three");
         assert!(matches!(poll(&mut body), Poll::Ready(Some(Ok(f))) if f.is_trailers()));
         // Published at the trailers, even if the client never polls for the end.
         let again = replay.take::<Script>().expect("replayable");
-        assert!(again.size_hint().exact().is_none(), "same framing as the original (unknown length)");
-        assert_eq!(collect(again).await, (Bytes::from_static(b"one two three"), Some(trailers)));
+        assert!(
+            again.size_hint().exact().is_none(),
+            "same framing as the original (unknown length)"
+        );
+        assert_eq!(
+            collect(again).await,
+            (Bytes::from_static(b"one two three"), Some(trailers))
+        );
         assert!(replay.take::<Script>().is_none(), "at most one replay");
     }
 

@@ -276,11 +276,19 @@ impl Cache {
     #[inline]
     pub(crate) fn claim_refresh(&self, stamp: u64) -> bool {
         self.stamp
-            .compare_exchange(stamp, stamp - SOFT + REFRESHING, Ordering::AcqRel, Ordering::Relaxed)
+            .compare_exchange(
+                stamp,
+                stamp - SOFT + REFRESHING,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            )
             .is_ok()
     }
 
-    fn start_fetch(self: &Arc<Self>, st: &mut State) -> Result<watch::Receiver<Option<Outcome>>, Error> {
+    fn start_fetch(
+        self: &Arc<Self>,
+        st: &mut State,
+    ) -> Result<watch::Receiver<Option<Outcome>>, Error> {
         let handle = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
         let (tx, rx) = watch::channel(None);
         st.next_flight += 1;
@@ -288,9 +296,17 @@ impl Cache {
         let previous = st.current.as_ref().map(|c| c.token.clone());
         let source = self.source.clone();
         let timeout = self.config.fetch_timeout;
-        let guard = FlightGuard { cache: Arc::downgrade(self), id, tx: Some(tx) };
+        let guard = FlightGuard {
+            cache: Arc::downgrade(self),
+            id,
+            tx: Some(tx),
+        };
         self.counters.fetches.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(flight = id, refresh = previous.is_some(), "kero-auth: fetching a token");
+        tracing::debug!(
+            flight = id,
+            refresh = previous.is_some(),
+            "kero-auth: fetching a token"
+        );
         let task = handle.spawn(async move {
             let fetched = tokio::time::timeout(timeout, source.fetch(previous.as_deref())).await;
             let result = match fetched {
@@ -300,7 +316,11 @@ impl Cache {
             };
             guard.complete(result);
         });
-        st.flight = Some(Flight { id, rx: rx.clone(), task: task.abort_handle() });
+        st.flight = Some(Flight {
+            id,
+            rx: rx.clone(),
+            task: task.abort_handle(),
+        });
         Ok(rx)
     }
 
@@ -318,17 +338,28 @@ impl Cache {
                 st.current = Some(current.clone());
                 st.failure = None;
                 self.stamp.store(generation << 2 | FRESH, Ordering::Release);
-                let events = vec![(current.soft_at, Step::Soft), (current.stale_at, Step::Stale)];
+                let events = vec![
+                    (current.soft_at, Step::Soft),
+                    (current.stale_at, Step::Stale),
+                ];
                 self.set_timer(&mut st, generation, events);
                 tracing::debug!(generation, "kero-auth: new token");
                 Ok(current)
             }
             Err(error) => {
                 self.counters.failures.fetch_add(1, Ordering::Relaxed);
-                let attempts = st.failure.as_ref().map_or(0, |f| f.attempts).saturating_add(1);
+                let attempts = st
+                    .failure
+                    .as_ref()
+                    .map_or(0, |f| f.attempts)
+                    .saturating_add(1);
                 let retry_at = now + self.backoff(attempts);
                 tracing::warn!(attempts, error = %error, "kero-auth: token fetch failed");
-                st.failure = Some(Failure { error: error.clone(), attempts, retry_at });
+                st.failure = Some(Failure {
+                    error: error.clone(),
+                    attempts,
+                    retry_at,
+                });
                 if Self::phase(self.stamp()) == REFRESHING {
                     self.schedule_retry(&mut st, retry_at);
                 }
@@ -339,7 +370,9 @@ impl Cache {
 
     /// After a failed background refresh: back to soft when the backoff ends, stale at expiry.
     fn schedule_retry(self: &Arc<Self>, st: &mut State, retry_at: Instant) {
-        let Some(cur) = st.current.clone() else { return };
+        let Some(cur) = st.current.clone() else {
+            return;
+        };
         let mut events = Vec::with_capacity(2);
         if retry_at < cur.stale_at {
             events.push((retry_at, Step::Retry));
@@ -352,7 +385,9 @@ impl Cache {
         if let Some(old) = st.timer.take() {
             old.abort();
         }
-        let Ok(handle) = tokio::runtime::Handle::try_current() else { return };
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
         let weak = Arc::downgrade(self);
         let task = handle.spawn(async move {
             for (at, step) in events {
@@ -365,17 +400,19 @@ impl Cache {
     }
 
     fn step(&self, generation: u64, step: Step) {
-        let _ = self.stamp.fetch_update(Ordering::AcqRel, Ordering::Acquire, |stamp| {
-            if Self::generation(stamp) != generation {
-                return None;
-            }
-            let to = match (Self::phase(stamp), step) {
-                (FRESH, Step::Soft) | (REFRESHING, Step::Retry) => SOFT,
-                (FRESH | SOFT | REFRESHING, Step::Stale | Step::Rejected) => STALE,
-                _ => return None,
-            };
-            Some(generation << 2 | to)
-        });
+        let _ = self
+            .stamp
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |stamp| {
+                if Self::generation(stamp) != generation {
+                    return None;
+                }
+                let to = match (Self::phase(stamp), step) {
+                    (FRESH, Step::Soft) | (REFRESHING, Step::Retry) => SOFT,
+                    (FRESH | SOFT | REFRESHING, Step::Stale | Step::Rejected) => STALE,
+                    _ => return None,
+                };
+                Some(generation << 2 | to)
+            });
     }
 
     fn backoff(&self, attempts: u32) -> Duration {

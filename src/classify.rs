@@ -60,7 +60,9 @@ impl AuthFailureClassifier {
             Kind::Unauthorized => status == StatusCode::UNAUTHORIZED,
             Kind::Grpc => {
                 status == StatusCode::UNAUTHORIZED
-                    || headers.get("grpc-status").is_some_and(|v| v.as_bytes() == b"16")
+                    || headers
+                        .get("grpc-status")
+                        .is_some_and(|v| v.as_bytes() == b"16")
             }
             Kind::Custom(f) => f(status, headers),
         }

@@ -94,19 +94,37 @@ where
     S: Service<Request<ReplayBody<ReqB>>>,
 {
     pub(crate) fn sending(fut: S::Future, local: Arc<Local<S>>, replay: Option<Replay>) -> Self {
-        ResponseFuture { state: State::Sending { fut }, local: Some(local), replay }
+        ResponseFuture {
+            state: State::Sending { fut },
+            local: Some(local),
+            replay,
+        }
     }
 
-    pub(crate) fn acquiring(wait: TokenWait, svc: S, req: Request<ReqB>, cache: Arc<Cache>) -> Self {
+    pub(crate) fn acquiring(
+        wait: TokenWait,
+        svc: S,
+        req: Request<ReqB>,
+        cache: Arc<Cache>,
+    ) -> Self {
         ResponseFuture {
-            state: State::Acquiring { wait, svc: Some(svc), req: Some(req), cache },
+            state: State::Acquiring {
+                wait,
+                svc: Some(svc),
+                req: Some(req),
+                cache,
+            },
             local: None,
             replay: None,
         }
     }
 
     pub(crate) fn failed(error: Error) -> Self {
-        ResponseFuture { state: State::Failed { error: Some(error) }, local: None, replay: None }
+        ResponseFuture {
+            state: State::Failed { error: Some(error) },
+            local: None,
+            replay: None,
+        }
     }
 }
 
@@ -123,13 +141,23 @@ where
         loop {
             let mut this = self.as_mut().project();
             match this.state.as_mut().project() {
-                StateProj::Acquiring { wait, svc, req, cache } => {
+                StateProj::Acquiring {
+                    wait,
+                    svc,
+                    req,
+                    cache,
+                } => {
                     let current = ready!(wait.as_mut().poll(cx))?;
                     let (Some(mut svc), Some(req)) = (svc.take(), req.take()) else {
                         return Poll::Ready(Err(Error::FetchAborted.into()));
                     };
                     let (req, replay) = prepare(req, cache, current.header.clone());
-                    let local = Local::new(cache.clone(), current.generation, current.header.clone(), &svc);
+                    let local = Local::new(
+                        cache.clone(),
+                        current.generation,
+                        current.header.clone(),
+                        &svc,
+                    );
                     *this.local = Some(Arc::new(local));
                     *this.replay = replay;
                     let fut = svc.call(req);
@@ -145,7 +173,11 @@ where
                         return Poll::Ready(Ok(res));
                     };
                     let (cache, generation) = (&local.cache, local.generation);
-                    if !cache.config.classifier.is_auth_failure(res.status(), res.headers()) {
+                    if !cache
+                        .config
+                        .classifier
+                        .is_auth_failure(res.status(), res.headers())
+                    {
                         return Poll::Ready(Ok(res));
                     }
                     let replay = this.replay.take().and_then(|r| {
@@ -158,7 +190,10 @@ where
                         let _ = cache.obtain(generation);
                         return Poll::Ready(Ok(res));
                     };
-                    tracing::debug!(generation, "kero-auth: request rejected, renewing the token");
+                    tracing::debug!(
+                        generation,
+                        "kero-auth: request rejected, renewing the token"
+                    );
                     let token = cache.obtain(generation);
                     this.state.set(State::Renewing {
                         rejected: Some(res.into_body()),
@@ -167,7 +202,12 @@ where
                         replay: Some(replay),
                     });
                 }
-                StateProj::Renewing { mut rejected, drained, token, replay } => {
+                StateProj::Renewing {
+                    mut rejected,
+                    drained,
+                    token,
+                    replay,
+                } => {
                     while let Some(body) = rejected.as_mut().as_pin_mut() {
                         match body.poll_frame(cx) {
                             Poll::Ready(Some(Ok(frame))) => {
@@ -183,7 +223,9 @@ where
                     let current = match token {
                         Some(Acquire::Ready(current)) => current.clone(),
                         Some(Acquire::Wait(wait)) => ready!(wait.as_mut().poll(cx))?,
-                        Some(Acquire::Failed(error)) => return Poll::Ready(Err(error.clone().into())),
+                        Some(Acquire::Failed(error)) => {
+                            return Poll::Ready(Err(error.clone().into()))
+                        }
                         None => return Poll::Ready(Err(Error::FetchAborted.into())),
                     };
                     if rejected.is_some() {
@@ -191,13 +233,17 @@ where
                         *token = Some(Acquire::Ready(current));
                         return Poll::Pending;
                     }
-                    let (Some((replay, body)), Some(local)) = (replay.take(), this.local.as_ref()) else {
+                    let (Some((replay, body)), Some(local)) = (replay.take(), this.local.as_ref())
+                    else {
                         return Poll::Ready(Err(Error::FetchAborted.into()));
                     };
                     local.cache.counters.replays.fetch_add(1, Ordering::Relaxed);
                     let req = replay.into_request(body, &local.cache, current.header.clone());
                     let svc = local.replayer();
-                    this.state.set(State::Readying { svc: Some(svc), req: Some(req) });
+                    this.state.set(State::Readying {
+                        svc: Some(svc),
+                        req: Some(req),
+                    });
                 }
                 StateProj::Readying { svc, req } => {
                     let Some(s) = svc.as_mut() else {

@@ -70,7 +70,9 @@ impl<S> Layer<S> for KeroAuthLayer {
 
 impl fmt::Debug for KeroAuthLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KeroAuthLayer").field("cache", &self.cache).finish()
+        f.debug_struct("KeroAuthLayer")
+            .field("cache", &self.cache)
+            .finish()
     }
 }
 
@@ -183,12 +185,16 @@ impl Builder {
 
     /// The layer.
     pub fn build(self) -> KeroAuthLayer {
-        KeroAuthLayer { cache: Arc::new(Cache::new(self.source, self.config)) }
+        KeroAuthLayer {
+            cache: Arc::new(Cache::new(self.source, self.config)),
+        }
     }
 }
 
 impl fmt::Debug for Builder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Builder").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("Builder")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }

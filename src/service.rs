@@ -45,18 +45,30 @@ pub(crate) struct Local<S> {
 
 impl<S: Clone> Local<S> {
     pub(crate) fn new(cache: Arc<Cache>, generation: u64, header: HeaderValue, svc: &S) -> Self {
-        Local { cache, generation, header, replayer: Mutex::new(svc.clone()) }
+        Local {
+            cache,
+            generation,
+            header,
+            replayer: Mutex::new(svc.clone()),
+        }
     }
 
     /// A service to replay on (to be made ready first).
     pub(crate) fn replayer(&self) -> S {
-        self.replayer.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.replayer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 
 impl<S> KeroAuth<S> {
     pub(crate) fn new(inner: S, cache: Arc<Cache>) -> Self {
-        KeroAuth { inner, cache, local: None }
+        KeroAuth {
+            inner,
+            cache,
+            local: None,
+        }
     }
 
     /// The wrapped service.
@@ -104,7 +116,11 @@ impl<S: Clone> KeroAuth<S> {
 impl<S: Clone> Clone for KeroAuth<S> {
     fn clone(&self) -> Self {
         // The clone makes its own `Local` on first use: see the type's docs.
-        KeroAuth { inner: self.inner.clone(), cache: self.cache.clone(), local: None }
+        KeroAuth {
+            inner: self.inner.clone(),
+            cache: self.cache.clone(),
+            local: None,
+        }
     }
 }
 
@@ -201,7 +217,8 @@ impl Replay {
         *req.version_mut() = self.head.version;
         *req.headers_mut() = self.head.headers;
         *req.extensions_mut() = self.head.extensions;
-        req.headers_mut().insert(cache.config.header_name.clone(), header);
+        req.headers_mut()
+            .insert(cache.config.header_name.clone(), header);
         req
     }
 }
@@ -224,6 +241,8 @@ pub(crate) fn prepare<B: Body>(
         },
         body,
     });
-    parts.headers.insert(cache.config.header_name.clone(), header);
+    parts
+        .headers
+        .insert(cache.config.header_name.clone(), header);
     (Request::from_parts(parts, body), replay)
 }

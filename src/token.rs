@@ -154,10 +154,7 @@ pub(crate) fn remaining(expires_at: i64, now: SystemTime) -> Option<Duration> {
     } else {
         return None;
     };
-    expiry
-        .duration_since(now)
-        .ok()
-        .filter(|d| !d.is_zero())
+    expiry.duration_since(now).ok().filter(|d| !d.is_zero())
 }
 
 #[cfg(test)]
@@ -192,6 +189,11 @@ mod tests {
         assert_eq!(expired.access_remaining(), None);
         assert_eq!(expired.refresh_remaining(), None);
         assert_eq!(Token::new("a", -5, "r", -5).access_remaining(), None);
-        assert_eq!(Token::new("a", i64::MAX, "r", 0).with_server_time(server_now).refresh_remaining(), None);
+        assert_eq!(
+            Token::new("a", i64::MAX, "r", 0)
+                .with_server_time(server_now)
+                .refresh_remaining(),
+            None
+        );
     }
 }

@@ -29,18 +29,28 @@ fn slow_source(fetches: Arc<AtomicUsize>) -> impl kero_auth::TokenSource {
             tokio::time::sleep(FETCH_TAKES).await;
             let server_now = 1_700_000_000;
             Ok::<_, Infallible>(
-                Token::new(format!("tok-{n}"), server_now + LIFETIME as i64, format!("ref-{n}"), server_now + 86_400)
-                    .with_server_time(UNIX_EPOCH + Duration::from_secs(server_now as u64)),
+                Token::new(
+                    format!("tok-{n}"),
+                    server_now + LIFETIME as i64,
+                    format!("ref-{n}"),
+                    server_now + 86_400,
+                )
+                .with_server_time(UNIX_EPOCH + Duration::from_secs(server_now as u64)),
             )
         }
     })
 }
 
-fn inner(seen: Arc<Mutex<Vec<String>>>) -> impl Service<Req, Response = Response<Empty<Bytes>>, Error = Infallible, Future = impl Send> + Clone {
+fn inner(
+    seen: Arc<Mutex<Vec<String>>>,
+) -> impl Service<Req, Response = Response<Empty<Bytes>>, Error = Infallible, Future = impl Send> + Clone
+{
     service_fn(move |req: Req| {
         let seen = seen.clone();
         async move {
-            seen.lock().unwrap().push(req.headers()["token"].to_str().unwrap().to_owned());
+            seen.lock()
+                .unwrap()
+                .push(req.headers()["token"].to_str().unwrap().to_owned());
             Ok::<_, Infallible>(Response::new(Empty::new()))
         }
     })
@@ -48,10 +58,14 @@ fn inner(seen: Arc<Mutex<Vec<String>>>) -> impl Service<Req, Response = Response
 
 async fn send<S>(svc: &S) -> Duration
 where
-    S: Service<Request<Empty<Bytes>>, Response = Response<Empty<Bytes>>, Error = tower::BoxError> + Clone,
+    S: Service<Request<Empty<Bytes>>, Response = Response<Empty<Bytes>>, Error = tower::BoxError>
+        + Clone,
 {
     let started = Instant::now();
-    svc.clone().oneshot(Request::new(Empty::new())).await.unwrap();
+    svc.clone()
+        .oneshot(Request::new(Empty::new()))
+        .await
+        .unwrap();
     started.elapsed()
 }
 
@@ -65,12 +79,19 @@ async fn a_request_after_expiry_minus_the_margin_fetches_exactly_once() {
         .build();
     let svc = layer.layer(inner(seen.clone()));
 
-    assert_eq!(send(&svc).await, FETCH_TAKES, "the first request waits for the first fetch");
+    assert_eq!(
+        send(&svc).await,
+        FETCH_TAKES,
+        "the first request waits for the first fetch"
+    );
     let installed = Instant::now();
     assert_eq!(fetches.load(Ordering::SeqCst), 1);
 
     // Just before expiry minus margin: still fresh, no fetch, no wait.
-    tokio::time::sleep_until(installed + Duration::from_secs(LIFETIME) - MARGIN - Duration::from_millis(1)).await;
+    tokio::time::sleep_until(
+        installed + Duration::from_secs(LIFETIME) - MARGIN - Duration::from_millis(1),
+    )
+    .await;
     assert_eq!(send(&svc).await, Duration::ZERO);
     assert_eq!(fetches.load(Ordering::SeqCst), 1);
 
@@ -88,7 +109,10 @@ async fn a_request_after_expiry_minus_the_margin_fetches_exactly_once() {
     assert_eq!(fetches.load(Ordering::SeqCst), 2);
     let seen = seen.lock().unwrap();
     assert_eq!(seen[..2], ["tok-1", "tok-1"]);
-    assert!(seen[2..].iter().all(|t| t == "tok-2"), "no request used the stale token");
+    assert!(
+        seen[2..].iter().all(|t| t == "tok-2"),
+        "no request used the stale token"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -115,7 +139,11 @@ async fn inside_the_soft_window_nobody_waits_and_one_background_refresh_runs() {
     // on at once with the current token, and exactly one background refresh starts.
     tokio::time::sleep_until(stale_at - window / 4).await;
     for _ in 0..50 {
-        assert_eq!(send(&svc).await, Duration::ZERO, "a 1 s refresh added no latency");
+        assert_eq!(
+            send(&svc).await,
+            Duration::ZERO,
+            "a 1 s refresh added no latency"
+        );
     }
     let concurrent: Vec<_> = (0..50)
         .map(|_| {
@@ -126,7 +154,11 @@ async fn inside_the_soft_window_nobody_waits_and_one_background_refresh_runs() {
     for t in concurrent {
         assert_eq!(t.await.unwrap(), Duration::ZERO);
     }
-    assert_eq!(fetches.load(Ordering::SeqCst), 2, "exactly one background refresh");
+    assert_eq!(
+        fetches.load(Ordering::SeqCst),
+        2,
+        "exactly one background refresh"
+    );
     assert!(seen.lock().unwrap().iter().all(|t| t == "tok-1"));
 
     // Once it lands, requests use the new token; the old one was never let go stale.
@@ -148,7 +180,12 @@ async fn a_failed_background_refresh_keeps_the_valid_token() {
             if n > 0 {
                 return Err("refresh failed");
             }
-            Ok(Token::expiring_in("tok-1", Duration::from_secs(LIFETIME), "r", Duration::from_secs(86_400)))
+            Ok(Token::expiring_in(
+                "tok-1",
+                Duration::from_secs(LIFETIME),
+                "r",
+                Duration::from_secs(86_400),
+            ))
         }
     }))
     .expiry_margin(MARGIN)
@@ -169,10 +206,20 @@ async fn a_failed_background_refresh_keeps_the_valid_token() {
     }
     assert!(seen.lock().unwrap().iter().all(|s| s == "tok-1"));
     let attempts = fetches.load(Ordering::SeqCst) - 1;
-    assert!((3..=20).contains(&attempts), "{attempts} background attempts over ~5 min");
+    assert!(
+        (3..=20).contains(&attempts),
+        "{attempts} background attempts over ~5 min"
+    );
     // Past expiry minus margin, with the source still down: a clear error, not the stale token.
-    tokio::time::sleep_until(installed + Duration::from_secs(LIFETIME) - MARGIN + Duration::from_secs(61)).await;
-    let err = svc.clone().oneshot(Request::new(Empty::<Bytes>::new())).await.unwrap_err();
+    tokio::time::sleep_until(
+        installed + Duration::from_secs(LIFETIME) - MARGIN + Duration::from_secs(61),
+    )
+    .await;
+    let err = svc
+        .clone()
+        .oneshot(Request::new(Empty::<Bytes>::new()))
+        .await
+        .unwrap_err();
     assert!(err.downcast_ref::<kero_auth::Error>().is_some(), "{err}");
 }
 
@@ -182,10 +229,17 @@ async fn the_source_is_told_the_token_it_replaces() {
     let sc = seen_current.clone();
     let n = Arc::new(AtomicUsize::new(0));
     let layer = KeroAuthLayer::builder(source::from_fn(move |current: Option<Token>| {
-        sc.lock().unwrap().push(current.map(|t| t.refresh_token().to_owned()));
+        sc.lock()
+            .unwrap()
+            .push(current.map(|t| t.refresh_token().to_owned()));
         let k = n.fetch_add(1, Ordering::SeqCst) + 1;
         async move {
-            Ok::<_, Infallible>(Token::expiring_in(format!("a{k}"), Duration::from_secs(100), format!("r{k}"), Duration::from_secs(1000)))
+            Ok::<_, Infallible>(Token::expiring_in(
+                format!("a{k}"),
+                Duration::from_secs(100),
+                format!("r{k}"),
+                Duration::from_secs(1000),
+            ))
         }
     }))
     .expiry_margin(Duration::from_secs(10))
@@ -195,5 +249,8 @@ async fn the_source_is_told_the_token_it_replaces() {
     send(&svc).await;
     tokio::time::sleep(Duration::from_secs(95)).await;
     send(&svc).await;
-    assert_eq!(*seen_current.lock().unwrap(), vec![None, Some("r1".to_owned())]);
+    assert_eq!(
+        *seen_current.lock().unwrap(),
+        vec![None, Some("r1".to_owned())]
+    );
 }

@@ -20,18 +20,23 @@ type Req = Request<ReplayBody<Empty<Bytes>>>;
 /// An in-process inner service that records the token it saw and whether it was sensitive.
 fn recording_inner(
     seen: Arc<Mutex<Vec<(String, bool)>>>,
-) -> impl Service<Req, Response = Response<Empty<Bytes>>, Error = Infallible, Future = impl Send> + Clone {
+) -> impl Service<Req, Response = Response<Empty<Bytes>>, Error = Infallible, Future = impl Send> + Clone
+{
     service_fn(move |req: Req| {
         let seen = seen.clone();
         async move {
             let v = req.headers().get("token").expect("token header");
-            seen.lock().unwrap().push((v.to_str().unwrap().to_owned(), v.is_sensitive()));
+            seen.lock()
+                .unwrap()
+                .push((v.to_str().unwrap().to_owned(), v.is_sensitive()));
             Ok::<_, Infallible>(Response::new(Empty::new()))
         }
     })
 }
 
-fn ok_inner() -> impl Service<Req, Response = Response<Empty<Bytes>>, Error = Infallible, Future = impl Send> + Clone {
+fn ok_inner(
+) -> impl Service<Req, Response = Response<Empty<Bytes>>, Error = Infallible, Future = impl Send> + Clone
+{
     service_fn(|_req: Req| async { Ok::<_, Infallible>(Response::new(Empty::new())) })
 }
 
@@ -59,7 +64,11 @@ async fn first_request_fetches_once_and_sends_a_sensitive_token() {
     svc2.ready().await.unwrap().call(req()).await.unwrap();
     assert_eq!(src.fetches(), 1);
     assert_eq!(seen.lock().unwrap().len(), 3);
-    assert!(seen.lock().unwrap().iter().all(|(t, sensitive)| t == "tok-1" && *sensitive));
+    assert!(seen
+        .lock()
+        .unwrap()
+        .iter()
+        .all(|(t, sensitive)| t == "tok-1" && *sensitive));
     assert_eq!(svc.stats().fetches, 1);
 }
 
@@ -103,7 +112,9 @@ async fn the_request_that_started_a_fetch_can_be_dropped() {
     assert_eq!(src.fetches(), 1);
 
     // Others that join the same fetch get the token it produces.
-    let waiters: Vec<_> = (0..10).map(|_| tokio::spawn(svc.clone().oneshot(req()))).collect();
+    let waiters: Vec<_> = (0..10)
+        .map(|_| tokio::spawn(svc.clone().oneshot(req())))
+        .collect();
     for w in waiters {
         w.await.unwrap().unwrap();
     }
@@ -116,7 +127,9 @@ async fn a_failing_source_gives_every_waiter_a_typed_error() {
     let src = CountingSource::new(Duration::from_secs(3600)).with_delay(Duration::from_millis(10));
     src.set_mode(Mode::Fail);
     let svc = layer(&src).layer(ok_inner());
-    let waiters: Vec<_> = (0..100).map(|_| tokio::spawn(svc.clone().oneshot(req()))).collect();
+    let waiters: Vec<_> = (0..100)
+        .map(|_| tokio::spawn(svc.clone().oneshot(req())))
+        .collect();
     for w in waiters {
         let err: BoxError = w.await.unwrap().unwrap_err();
         let err = err.downcast_ref::<Error>().expect("a kero_auth::Error");
@@ -124,7 +137,11 @@ async fn a_failing_source_gives_every_waiter_a_typed_error() {
         assert_eq!(err.source_as::<SourceDown>().map(|e| e.0), Some(1));
         assert!(err.to_string().contains("source is down"), "{err}");
     }
-    assert_eq!(src.fetches(), 1, "one failed fetch, shared by all 100 waiters");
+    assert_eq!(
+        src.fetches(),
+        1,
+        "one failed fetch, shared by all 100 waiters"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -142,7 +159,10 @@ async fn a_dead_source_sees_a_trickle_and_the_cache_heals() {
     }
     assert_eq!(failures, 1_000);
     let attempts = src.fetches();
-    assert!((2..=10).contains(&attempts), "{attempts} fetch attempts in 1 s");
+    assert!(
+        (2..=10).contains(&attempts),
+        "{attempts} fetch attempts in 1 s"
+    );
 
     // The source recovers: after the backoff, requests succeed, with no restart.
     src.set_mode(Mode::Succeed);
@@ -173,21 +193,49 @@ async fn unusable_tokens_are_refused_with_backoff_and_never_cached() {
         let n = c.fetch_add(1, Ordering::SeqCst);
         async move {
             Ok::<_, Infallible>(match n {
-                0 => Token::expiring_in("has space", Duration::from_secs(3600), "r", Duration::from_secs(7200)),
-                1 => Token::expiring_in("caf\u{e9}", Duration::from_secs(3600), "r", Duration::from_secs(7200)),
-                2 => Token::expiring_in("expiring-soon", Duration::from_secs(10), "r", Duration::from_secs(7200)),
+                0 => Token::expiring_in(
+                    "has space",
+                    Duration::from_secs(3600),
+                    "r",
+                    Duration::from_secs(7200),
+                ),
+                1 => Token::expiring_in(
+                    "caf\u{e9}",
+                    Duration::from_secs(3600),
+                    "r",
+                    Duration::from_secs(7200),
+                ),
+                2 => Token::expiring_in(
+                    "expiring-soon",
+                    Duration::from_secs(10),
+                    "r",
+                    Duration::from_secs(7200),
+                ),
                 3 => Token::new("long-expired", 1_000, "r", 2_000),
-                _ => Token::expiring_in("good", Duration::from_secs(3600), "r", Duration::from_secs(7200)),
+                _ => Token::expiring_in(
+                    "good",
+                    Duration::from_secs(3600),
+                    "r",
+                    Duration::from_secs(7200),
+                ),
             })
         }
     }));
     let seen = Arc::new(Mutex::new(Vec::new()));
     let svc = layer.layer(recording_inner(seen.clone()));
-    let expect = [InvalidToken::NotHeaderSafe, InvalidToken::NotHeaderSafe, InvalidToken::Expired, InvalidToken::Expired];
+    let expect = [
+        InvalidToken::NotHeaderSafe,
+        InvalidToken::NotHeaderSafe,
+        InvalidToken::Expired,
+        InvalidToken::Expired,
+    ];
     for want in expect {
         let err = svc.clone().oneshot(req()).await.unwrap_err();
         let got = err.downcast_ref::<Error>().unwrap();
-        assert!(matches!(got, Error::InvalidToken(k) if *k == want), "{got:?}");
+        assert!(
+            matches!(got, Error::InvalidToken(k) if *k == want),
+            "{got:?}"
+        );
         // A request during the backoff fails at once, without another fetch.
         let before = calls.load(Ordering::SeqCst);
         svc.clone().oneshot(req()).await.unwrap_err();
@@ -209,12 +257,20 @@ async fn a_panicking_source_does_not_wedge_the_cache() {
             if n == 0 {
                 panic!("source bug");
             }
-            Ok::<_, Infallible>(Token::expiring_in("t", Duration::from_secs(3600), "r", Duration::from_secs(7200)))
+            Ok::<_, Infallible>(Token::expiring_in(
+                "t",
+                Duration::from_secs(3600),
+                "r",
+                Duration::from_secs(7200),
+            ))
         }
     }));
     let svc = layer.layer(ok_inner());
     let err = svc.clone().oneshot(req()).await.unwrap_err();
-    assert!(matches!(err.downcast_ref::<Error>(), Some(Error::FetchAborted)), "{err:?}");
+    assert!(
+        matches!(err.downcast_ref::<Error>(), Some(Error::FetchAborted)),
+        "{err:?}"
+    );
     tokio::time::sleep(Duration::from_secs(1)).await;
     svc.clone().oneshot(req()).await.unwrap();
     assert_eq!(calls.load(Ordering::SeqCst), 2);
@@ -235,7 +291,10 @@ async fn nothing_keeps_running_after_the_last_service_is_dropped() {
     drop(src);
     // The fetch task was aborted: it held the last reference to the source, now released.
     tokio::task::yield_now().await;
-    assert!(weak_probe.upgrade().is_none(), "the fetch task still holds the source");
+    assert!(
+        weak_probe.upgrade().is_none(),
+        "the fetch task still holds the source"
+    );
 }
 
 #[test]
@@ -247,7 +306,8 @@ fn public_types_are_send_and_sync() {
     send_sync::<Error>();
     send_sync::<Token>();
     send::<ReplayBody<support::TestBody>>();
-    send::<kero_auth::ResponseFuture<support::TestClient, support::TestBody, hyper::body::Incoming>>();
+    send::<kero_auth::ResponseFuture<support::TestClient, support::TestBody, hyper::body::Incoming>>(
+    );
     fn unpin<T: Unpin>() {}
     unpin::<ReplayBody<support::TestBody>>();
 }

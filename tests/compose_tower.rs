@@ -78,12 +78,16 @@ async fn it_composes_with_timeout_retry_and_concurrency_limit() {
 
     let send = |path: &str| {
         let svc = svc.clone();
-        let req = Request::post(server.url(path)).body(Full::new(Bytes::from_static(b"body"))).unwrap();
+        let req = Request::post(server.url(path))
+            .body(Full::new(Bytes::from_static(b"body")))
+            .unwrap();
         async move { svc.oneshot(req).await.map(|r| r.status()) }
     };
 
     // 100 concurrent requests through the limits: one fetch.
-    let tasks: Vec<_> = (0..100).map(|i| tokio::spawn(send(&format!("/a/{i}")))).collect();
+    let tasks: Vec<_> = (0..100)
+        .map(|i| tokio::spawn(send(&format!("/a/{i}"))))
+        .collect();
     for t in tasks {
         assert_eq!(t.await.unwrap().unwrap(), StatusCode::OK);
     }
@@ -109,19 +113,33 @@ async fn it_composes_with_timeout_retry_and_concurrency_limit() {
 #[tokio::test]
 async fn a_timeout_outside_cuts_the_wait_but_not_the_fetch() {
     let server = TestServer::start(|_| StatusCode::OK).await;
-    let source = CountingSource::new(Duration::from_secs(3600)).with_delay(Duration::from_millis(300));
+    let source =
+        CountingSource::new(Duration::from_secs(3600)).with_delay(Duration::from_millis(300));
     let client = Client::builder(TokioExecutor::new()).build_http::<ReplayBody<Full<Bytes>>>();
     let mut svc = ServiceBuilder::new()
         .timeout(Duration::from_millis(50))
         .layer(KeroAuthLayer::new(source.clone()))
         .service(client);
-    let req = || Request::get(server.url("/x")).body(Full::new(Bytes::new())).unwrap();
+    let req = || {
+        Request::get(server.url("/x"))
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    };
     let err = svc.ready().await.unwrap().call(req()).await.unwrap_err();
     assert!(err.is::<tower::timeout::error::Elapsed>(), "{err}");
     assert_eq!(server.count(), 0);
     // The fetch went on without the request that started it.
     tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(svc.ready().await.unwrap().call(req()).await.unwrap().status(), StatusCode::OK);
+    assert_eq!(
+        svc.ready()
+            .await
+            .unwrap()
+            .call(req())
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
     assert_eq!(source.fetches(), 1);
     assert_eq!(server.seen()[0].token(), Some("tok-1"));
 }
@@ -135,7 +153,9 @@ async fn a_timeout_inside_cuts_the_send_and_the_error_reaches_the_caller() {
         .layer(KeroAuthLayer::new(source.clone()))
         .timeout(Duration::from_millis(100))
         .service(client);
-    let req = Request::get(server.url("/slow")).body(Full::new(Bytes::new())).unwrap();
+    let req = Request::get(server.url("/slow"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
     let err = svc.oneshot(req).await.unwrap_err();
     assert!(err.is::<tower::timeout::error::Elapsed>(), "{err}");
     assert_eq!(source.fetches(), 1);

@@ -24,7 +24,8 @@ fn respond(status: StatusCode) -> Response<Empty<Bytes>> {
 
 #[tokio::test]
 async fn waiting_for_a_token_and_replaying_respect_poll_ready() {
-    let source = CountingSource::new(Duration::from_secs(3600)).with_delay(Duration::from_millis(20));
+    let source =
+        CountingSource::new(Duration::from_secs(3600)).with_delay(Duration::from_millis(20));
     let (inner, mut handle) = mock::pair::<Req, Response<Empty<Bytes>>>();
     let mut svc = KeroAuthLayer::new(source.clone()).layer(inner);
 
@@ -61,7 +62,13 @@ async fn inner_errors_pass_through_untouched() {
     handle.allow(1);
     let call = tokio::spawn(svc.oneshot(Request::new(Empty::new())));
     let (_, reply) = handle.next_request().await.unwrap();
-    reply.send_error(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset"));
+    reply.send_error(std::io::Error::new(
+        std::io::ErrorKind::ConnectionReset,
+        "reset",
+    ));
     let err = call.await.unwrap().unwrap_err();
-    assert_eq!(err.downcast_ref::<std::io::Error>().unwrap().kind(), std::io::ErrorKind::ConnectionReset);
+    assert_eq!(
+        err.downcast_ref::<std::io::Error>().unwrap().kind(),
+        std::io::ErrorKind::ConnectionReset
+    );
 }

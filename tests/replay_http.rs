@@ -20,13 +20,22 @@ struct Setup {
 
 /// A server that accepts only the token in `valid` (initially `tok-1`), and a layer in front of
 /// `client` whose source issues `tok-1`, `tok-2`, …
-async fn setup(client: TestClient, configure: impl FnOnce(kero_auth::Builder) -> kero_auth::Builder) -> Setup {
+async fn setup(
+    client: TestClient,
+    configure: impl FnOnce(kero_auth::Builder) -> kero_auth::Builder,
+) -> Setup {
     let valid = Arc::new(Mutex::new("tok-1".to_owned()));
     let server = TestServer::start(accept_only(valid.clone())).await;
     let source = CountingSource::new(Duration::from_secs(3600));
     let layer = configure(KeroAuthLayer::builder(source.clone())).build();
     let svc = layer.layer(client);
-    Setup { server, source, valid, svc, layer }
+    Setup {
+        server,
+        source,
+        valid,
+        svc,
+        layer,
+    }
 }
 
 impl Setup {
@@ -40,7 +49,9 @@ impl Setup {
     }
 
     async fn warm_up(&self) {
-        let req = Request::get(self.server.url("/warm-up")).body(empty()).unwrap();
+        let req = Request::get(self.server.url("/warm-up"))
+            .body(empty())
+            .unwrap();
         assert_eq!(self.send(req).await, StatusCode::OK);
         assert_eq!(self.source.fetches(), 1);
     }
@@ -78,7 +89,10 @@ async fn assert_replayed(client: TestClient, body: TestBody) -> Vec<Seen> {
     assert_eq!(first.uri, "/v1/orders?dry_run=1");
     assert_eq!(replay.uri, first.uri);
     assert_eq!(first.headers["x-request-id"], "r-42");
-    assert_eq!(replay.headers_without_token(), first.headers_without_token());
+    assert_eq!(
+        replay.headers_without_token(),
+        first.headers_without_token()
+    );
     assert_eq!(replay.body, first.body);
     assert_eq!(replay.trailers, first.trailers);
     seen
@@ -99,7 +113,11 @@ async fn a_401_replays_a_full_body() {
 
 #[tokio::test]
 async fn a_401_replays_a_streamed_body_over_http1() {
-    let seen = assert_replayed(http1_client(), streamed(vec![b"part one, ", b"part two, ", b"part three"], None)).await;
+    let seen = assert_replayed(
+        http1_client(),
+        streamed(vec![b"part one, ", b"part two, ", b"part three"], None),
+    )
+    .await;
     assert_eq!(&seen[2].body[..], b"part one, part two, part three");
 }
 
@@ -107,7 +125,10 @@ async fn a_401_replays_a_streamed_body_over_http1() {
 async fn a_401_replays_a_streamed_body_with_trailers_over_http2() {
     let seen = assert_replayed(
         http2_client(),
-        streamed(vec![b"part one, ", b"part two, ", b"part three"], Some(trailers())),
+        streamed(
+            vec![b"part one, ", b"part two, ", b"part three"],
+            Some(trailers()),
+        ),
     )
     .await;
     assert_eq!(&seen[2].body[..], b"part one, part two, part three");
@@ -120,10 +141,16 @@ async fn the_rejected_response_is_drained_so_the_connection_is_reused() {
     let s = setup(http1_client(), |b| b).await;
     s.warm_up().await;
     s.revoke("tok-2");
-    let req = Request::post(s.server.url("/x")).body(full(b"hello")).unwrap();
+    let req = Request::post(s.server.url("/x"))
+        .body(full(b"hello"))
+        .unwrap();
     assert_eq!(s.send(req).await, StatusCode::OK);
     assert_eq!(s.server.count(), 3);
-    assert_eq!(s.server.connections(), 1, "the replay went over the same connection");
+    assert_eq!(
+        s.server.connections(),
+        1,
+        "the replay went over the same connection"
+    );
 }
 
 #[tokio::test]
@@ -131,9 +158,15 @@ async fn a_server_that_always_answers_401_sees_two_requests() {
     let s = setup(http1_client(), |b| b).await;
     s.warm_up().await;
     s.revoke("nothing is valid");
-    let req = Request::post(s.server.url("/always-401")).body(full(b"payload")).unwrap();
+    let req = Request::post(s.server.url("/always-401"))
+        .body(full(b"payload"))
+        .unwrap();
     assert_eq!(s.send(req).await, StatusCode::UNAUTHORIZED);
-    assert_eq!(s.server.count() - 1, 2, "the request and one replay, never a loop");
+    assert_eq!(
+        s.server.count() - 1,
+        2,
+        "the request and one replay, never a loop"
+    );
     assert_eq!(s.source.fetches(), 2);
     assert_eq!(s.layer.stats().replays, 1);
 }
@@ -149,7 +182,9 @@ async fn a_thousand_concurrent_401s_on_one_token_fetch_once_and_all_replay() {
             let s = s.clone();
             let barrier = barrier.clone();
             tokio::spawn(async move {
-                let req = Request::post(s.server.url(&format!("/item/{i}"))).body(full(b"x")).unwrap();
+                let req = Request::post(s.server.url(&format!("/item/{i}")))
+                    .body(full(b"x"))
+                    .unwrap();
                 barrier.wait().await;
                 s.send(req).await
             })
@@ -162,8 +197,14 @@ async fn a_thousand_concurrent_401s_on_one_token_fetch_once_and_all_replay() {
     let replays = s.layer.stats().replays;
     let seen = s.server.seen();
     let rejected = seen.iter().filter(|r| r.token() == Some("tok-1")).count() - 1;
-    assert_eq!(replays as usize, rejected, "every rejected request was replayed");
-    assert_eq!(seen.iter().filter(|r| r.token() == Some("tok-2")).count(), replays as usize);
+    assert_eq!(
+        replays as usize, rejected,
+        "every rejected request was replayed"
+    );
+    assert_eq!(
+        seen.iter().filter(|r| r.token() == Some("tok-2")).count(),
+        replays as usize
+    );
     assert!(replays > 0);
 }
 
@@ -175,7 +216,9 @@ async fn a_401_for_a_superseded_token_does_not_fetch() {
     let a = {
         let s = s.clone();
         tokio::spawn(async move {
-            let req = Request::post(s.server.url("/slow/a")).body(full(b"a")).unwrap();
+            let req = Request::post(s.server.url("/slow/a"))
+                .body(full(b"a"))
+                .unwrap();
             s.send(req).await
         })
     };
@@ -189,7 +232,11 @@ async fn a_401_for_a_superseded_token_does_not_fetch() {
     assert_eq!(a.await.unwrap(), StatusCode::OK);
     assert_eq!(s.source.fetches(), 2);
     let seen = s.server.seen();
-    let a_seen: Vec<_> = seen.iter().filter(|r| r.uri == "/slow/a").map(|r| r.token().unwrap().to_owned()).collect();
+    let a_seen: Vec<_> = seen
+        .iter()
+        .filter(|r| r.uri == "/slow/a")
+        .map(|r| r.token().unwrap().to_owned())
+        .collect();
     assert_eq!(a_seen, ["tok-1", "tok-2"]);
 }
 
@@ -199,9 +246,16 @@ async fn a_streamed_body_over_the_cap_is_not_replayed_but_the_token_is_renewed()
     s.warm_up().await;
     s.revoke("tok-2");
     let req = Request::post(s.server.url("/big"))
-        .body(streamed(vec![b"0123456789", b"0123456789", b"0123456789"], None))
+        .body(streamed(
+            vec![b"0123456789", b"0123456789", b"0123456789"],
+            None,
+        ))
         .unwrap();
-    assert_eq!(s.send(req).await, StatusCode::UNAUTHORIZED, "the 401 goes back as is");
+    assert_eq!(
+        s.send(req).await,
+        StatusCode::UNAUTHORIZED,
+        "the 401 goes back as is"
+    );
     let seen = s.server.seen();
     assert_eq!(seen.len(), 2, "no replay");
     assert_eq!(seen[1].body.len(), 30, "the whole body was sent");
@@ -219,7 +273,9 @@ async fn a_full_body_announced_over_the_cap_is_not_replayed() {
     let s = setup(http1_client(), |b| b.replay_limit(4)).await;
     s.warm_up().await;
     s.revoke("tok-2");
-    let req = Request::post(s.server.url("/big")).body(full(b"more than four")).unwrap();
+    let req = Request::post(s.server.url("/big"))
+        .body(full(b"more than four"))
+        .unwrap();
     assert_eq!(s.send(req).await, StatusCode::UNAUTHORIZED);
     assert_eq!(s.server.count(), 2);
     let req = Request::get(s.server.url("/next")).body(empty()).unwrap();

@@ -12,11 +12,14 @@ use std::sync::Arc;
 use crate::{BoxError, Token};
 
 mod kero;
-pub use kero::{ApiError, BuildError, KeroTokenSourceBuilder, KeroError, KeroTokenSource, Malformed, INVALID_SOURCE_HOST};
-#[cfg(feature = "tls")]
-pub use kero::{https_client, HttpsClient};
 #[cfg(not(feature = "tls"))]
 pub use kero::NoClient;
+#[cfg(feature = "tls")]
+pub use kero::{https_client, HttpsClient};
+pub use kero::{
+    ApiError, BuildError, KeroError, KeroTokenSource, KeroTokenSourceBuilder, Malformed,
+    INVALID_SOURCE_HOST,
+};
 
 /// The future a [`TokenSource`] returns.
 pub type FetchFuture<'a> = Pin<Box<dyn Future<Output = Result<Token, BoxError>> + Send + 'a>>;

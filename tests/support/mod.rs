@@ -66,7 +66,9 @@ impl TestServer {
         let conns = connections.clone();
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { return };
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
                 conns.fetch_add(1, Ordering::SeqCst);
                 let seen = seen2.clone();
                 let rule = rule.clone();
@@ -84,7 +86,11 @@ impl TestServer {
                             let trailers = collected.trailers().cloned();
                             let s = Seen {
                                 method: parts.method,
-                                uri: parts.uri.path_and_query().map(|p| p.to_string()).unwrap_or_default(),
+                                uri: parts
+                                    .uri
+                                    .path_and_query()
+                                    .map(|p| p.to_string())
+                                    .unwrap_or_default(),
                                 headers: parts.headers,
                                 body: collected.to_bytes(),
                                 trailers,
@@ -96,7 +102,8 @@ impl TestServer {
                             } else {
                                 "ok"
                             };
-                            let mut res = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+                            let mut res =
+                                Response::new(Full::new(Bytes::from_static(body.as_bytes())));
                             *res.status_mut() = status;
                             Ok::<_, Infallible>(res)
                         }
@@ -107,7 +114,12 @@ impl TestServer {
                 });
             }
         });
-        TestServer { addr, seen, connections, task }
+        TestServer {
+            addr,
+            seen,
+            connections,
+            task,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -143,11 +155,15 @@ pub fn http1_client() -> TestClient {
 
 /// A hyper-util client speaking HTTP/2 with prior knowledge (one connection for many requests).
 pub fn http2_client() -> TestClient {
-    Client::builder(TokioExecutor::new()).http2_only(true).build_http()
+    Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http()
 }
 
 pub fn full(bytes: &'static [u8]) -> TestBody {
-    Full::new(Bytes::from_static(bytes)).map_err(|e| match e {}).boxed()
+    Full::new(Bytes::from_static(bytes))
+        .map_err(|e| match e {})
+        .boxed()
 }
 
 pub fn empty() -> TestBody {

@@ -47,7 +47,9 @@ impl KeroError {
     /// The Kero API's error answer, if this error is one.
     pub fn api(&self) -> Option<&ApiError> {
         match self {
-            KeroError::InvalidSourceHost(e) | KeroError::InvalidCredentials(e) | KeroError::Api(e) => Some(e),
+            KeroError::InvalidSourceHost(e)
+            | KeroError::InvalidCredentials(e)
+            | KeroError::Api(e) => Some(e),
             _ => None,
         }
     }
@@ -116,7 +118,13 @@ impl ApiError {
             data: Option<serde_json::Value>,
         }
         let b: Body = serde_json::from_slice(body).ok()?;
-        Some(ApiError { http_status, code: b.code, status: b.status, msg: b.msg, data: b.data })
+        Some(ApiError {
+            http_status,
+            code: b.code,
+            status: b.status,
+            msg: b.msg,
+            data: b.data,
+        })
     }
 
     /// An error answer whose body is not a Kero error body.
@@ -124,7 +132,10 @@ impl ApiError {
         ApiError {
             http_status,
             code: None,
-            status: http_status.canonical_reason().unwrap_or("unknown status").to_owned(),
+            status: http_status
+                .canonical_reason()
+                .unwrap_or("unknown status")
+                .to_owned(),
             msg: None,
             data: None,
         }
@@ -133,7 +144,12 @@ impl ApiError {
 
 impl fmt::Display for ApiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "HTTP {}, status {:?}", self.http_status.as_u16(), self.status)?;
+        write!(
+            f,
+            "HTTP {}, status {:?}",
+            self.http_status.as_u16(),
+            self.status
+        )?;
         if let Some(code) = self.code {
             write!(f, ", code {code}")?;
         }
@@ -170,9 +186,14 @@ impl fmt::Display for Malformed {
             Malformed::TooLarge { limit } => write!(f, "the body is larger than {limit} bytes"),
             Malformed::Json(why) => write!(f, "the body is not a token response: {why}"),
             Malformed::NotHeaderSafe(field) => {
-                write!(f, "`{field}` is empty or is not a valid header value (visible ASCII only)")
+                write!(
+                    f,
+                    "`{field}` is empty or is not a valid header value (visible ASCII only)"
+                )
             }
-            Malformed::AlreadyExpired => f.write_str("`access_expires_at` is already past on the server's own clock"),
+            Malformed::AlreadyExpired => {
+                f.write_str("`access_expires_at` is already past on the server's own clock")
+            }
             Malformed::Body(why) => write!(f, "the body could not be read: {why}"),
         }
     }

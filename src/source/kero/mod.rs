@@ -113,7 +113,11 @@ pub enum BuildError {
 impl KeroTokenSource {
     /// A builder for a source talking to `base_url` (e.g. `https://api.kero.example`) with these
     /// credentials. The password is kept as a secret: never in `Debug`, logs or errors.
-    pub fn builder(base_url: impl Into<String>, name: impl Into<String>, password: impl Into<String>) -> KeroTokenSourceBuilder {
+    pub fn builder(
+        base_url: impl Into<String>,
+        name: impl Into<String>,
+        password: impl Into<String>,
+    ) -> KeroTokenSourceBuilder {
         KeroTokenSourceBuilder {
             base_url: base_url.into(),
             region: "us".to_owned(),
@@ -156,8 +160,12 @@ impl KeroTokenSourceBuilder {
     /// a stack with your own middleware, a test double.
     pub fn build_with_client<C>(self, client: C) -> Result<KeroTokenSource<C>, BuildError> {
         let base = self.base_url.trim_end_matches('/');
-        let uri: Uri = base.parse().map_err(|_| BuildError::InvalidUrl(base.to_owned()))?;
-        let host = uri.host().ok_or_else(|| BuildError::InvalidUrl(base.to_owned()))?;
+        let uri: Uri = base
+            .parse()
+            .map_err(|_| BuildError::InvalidUrl(base.to_owned()))?;
+        let host = uri
+            .host()
+            .ok_or_else(|| BuildError::InvalidUrl(base.to_owned()))?;
         if base.contains(['?', '#']) {
             return Err(BuildError::InvalidUrl(base.to_owned()));
         }
@@ -168,11 +176,17 @@ impl KeroTokenSourceBuilder {
             _ => return Err(BuildError::InvalidUrl(base.to_owned())),
         }
         let region = self.region.trim_matches('/');
-        if region.is_empty() || !region.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        if region.is_empty()
+            || !region
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
             return Err(BuildError::InvalidRegion(self.region));
         }
         let url = |route: &str| -> Result<Uri, BuildError> {
-            format!("{base}/{region}/{route}").parse().map_err(|_| BuildError::InvalidUrl(base.to_owned()))
+            format!("{base}/{region}/{route}")
+                .parse()
+                .map_err(|_| BuildError::InvalidUrl(base.to_owned()))
         };
         Ok(KeroTokenSource {
             client,
@@ -189,7 +203,8 @@ impl KeroTokenSourceBuilder {
 
 fn is_loopback(host: &str) -> bool {
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    host.eq_ignore_ascii_case("localhost") || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    host.eq_ignore_ascii_case("localhost")
+        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// The ready-made HTTPS client: HTTP/1.1 and HTTP/2 over rustls, with the webpki roots.
@@ -202,7 +217,8 @@ pub fn https_client() -> HttpsClient {
         .enable_http1()
         .enable_http2()
         .build();
-    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector)
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build(connector)
 }
 
 impl<C> KeroTokenSource<C> {
@@ -221,7 +237,9 @@ impl<C> KeroTokenSource<C> {
     fn pair_to_refresh(&self, current: Option<&Token>) -> Option<Token> {
         let newest = lock(&self.newest);
         match (current, newest.as_ref()) {
-            (Some(c), Some(n)) if n.refresh_expires_at() > c.refresh_expires_at() => Some(n.clone()),
+            (Some(c), Some(n)) if n.refresh_expires_at() > c.refresh_expires_at() => {
+                Some(n.clone())
+            }
             (Some(c), _) => Some(c.clone()),
             (None, n) => n.cloned(),
         }
@@ -248,7 +266,9 @@ where
             .filter(|p| p.refresh_expires_at() > self.server_now().saturating_add(REFRESH_SPARE));
         let token = match refreshable {
             Some(pair) => match self.refresh(pair).await {
-                Err(KeroError::Api(api)) if api.http_status.is_client_error() && api.http_status != 429 => {
+                Err(KeroError::Api(api))
+                    if api.http_status.is_client_error() && api.http_status != 429 =>
+                {
                     tracing::info!(status = %api, "kero-auth: /refresh refused, authenticating again");
                     self.auth().await?
                 }
@@ -261,16 +281,23 @@ where
     }
 
     async fn auth(&self) -> Result<Token, KeroError> {
-        let body = serde_json::json!({ "name": self.name, "password": self.password.expose_secret() });
+        let body =
+            serde_json::json!({ "name": self.name, "password": self.password.expose_secret() });
         self.post(Route::Auth, None, body).await
     }
 
     async fn refresh(&self, pair: &Token) -> Result<Token, KeroError> {
         let body = serde_json::json!({ "refresh_token": pair.refresh_token() });
-        self.post(Route::Refresh, Some(pair.auth_token()), body).await
+        self.post(Route::Refresh, Some(pair.auth_token()), body)
+            .await
     }
 
-    async fn post(&self, route: Route, token: Option<&str>, body: serde_json::Value) -> Result<Token, KeroError> {
+    async fn post(
+        &self,
+        route: Route,
+        token: Option<&str>,
+        body: serde_json::Value,
+    ) -> Result<Token, KeroError> {
         let url = match route {
             Route::Auth => &self.auth_url,
             Route::Refresh => &self.refresh_url,
@@ -287,8 +314,13 @@ where
             req.headers_mut().insert(crate::DEFAULT_HEADER, value);
         }
         let mut client = self.client.clone();
-        poll_fn(|cx| client.poll_ready(cx)).await.map_err(|e| KeroError::Transport(e.into()))?;
-        let res = client.call(req).await.map_err(|e| KeroError::Transport(e.into()))?;
+        poll_fn(|cx| client.poll_ready(cx))
+            .await
+            .map_err(|e| KeroError::Transport(e.into()))?;
+        let res = client
+            .call(req)
+            .await
+            .map_err(|e| KeroError::Transport(e.into()))?;
         let (parts, body) = res.into_parts();
         let server_time = parts
             .headers
@@ -301,7 +333,9 @@ where
         let bytes = match Limited::new(body, self.max_body).collect().await {
             Ok(collected) => collected.to_bytes(),
             Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-                return Err(KeroError::Malformed(Malformed::TooLarge { limit: self.max_body }))
+                return Err(KeroError::Malformed(Malformed::TooLarge {
+                    limit: self.max_body,
+                }))
             }
             Err(e) => return Err(KeroError::Malformed(Malformed::Body(e.to_string()))),
         };
@@ -359,22 +393,56 @@ mod tests {
     #[test]
     fn https_is_required_and_http_only_to_loopback_by_opt_in() {
         assert!(b("https://api.kero.example").build_with_client(()).is_ok());
-        assert!(matches!(b("http://api.kero.example").build_with_client(()), Err(BuildError::InsecureUrl)));
-        assert!(matches!(b("http://127.0.0.1:8080").build_with_client(()), Err(BuildError::InsecureUrl)));
-        for ok in ["http://127.0.0.1:8080", "http://localhost:1", "http://[::1]:9"] {
-            assert!(b(ok).allow_insecure_loopback(true).build_with_client(()).is_ok(), "{ok}");
+        assert!(matches!(
+            b("http://api.kero.example").build_with_client(()),
+            Err(BuildError::InsecureUrl)
+        ));
+        assert!(matches!(
+            b("http://127.0.0.1:8080").build_with_client(()),
+            Err(BuildError::InsecureUrl)
+        ));
+        for ok in [
+            "http://127.0.0.1:8080",
+            "http://localhost:1",
+            "http://[::1]:9",
+        ] {
+            assert!(
+                b(ok)
+                    .allow_insecure_loopback(true)
+                    .build_with_client(())
+                    .is_ok(),
+                "{ok}"
+            );
         }
         for bad in ["http://10.0.0.1", "http://api.kero.example"] {
-            assert!(b(bad).allow_insecure_loopback(true).build_with_client(()).is_err(), "{bad}");
+            assert!(
+                b(bad)
+                    .allow_insecure_loopback(true)
+                    .build_with_client(())
+                    .is_err(),
+                "{bad}"
+            );
         }
-        assert!(matches!(b("not a url").build_with_client(()), Err(BuildError::InvalidUrl(_))));
-        assert!(matches!(b("ftp://x").build_with_client(()), Err(BuildError::InvalidUrl(_))));
-        assert!(matches!(b("https://x").region("a/b").build_with_client(()), Err(BuildError::InvalidRegion(_))));
+        assert!(matches!(
+            b("not a url").build_with_client(()),
+            Err(BuildError::InvalidUrl(_))
+        ));
+        assert!(matches!(
+            b("ftp://x").build_with_client(()),
+            Err(BuildError::InvalidUrl(_))
+        ));
+        assert!(matches!(
+            b("https://x").region("a/b").build_with_client(()),
+            Err(BuildError::InvalidRegion(_))
+        ));
     }
 
     #[test]
     fn routes_are_built_from_base_and_region() {
-        let s = b("https://api.kero.example/").region("eu").build_with_client(()).unwrap();
+        let s = b("https://api.kero.example/")
+            .region("eu")
+            .build_with_client(())
+            .unwrap();
         assert_eq!(s.auth_url, "https://api.kero.example/eu/auth");
         assert_eq!(s.refresh_url, "https://api.kero.example/eu/refresh");
     }

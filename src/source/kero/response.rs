@@ -36,12 +36,15 @@ pub(crate) fn read_answer(
             return Err(classify(route, api));
         }
     }
-    let token: Token = serde_json::from_slice(body).map_err(|e| KeroError::Malformed(Malformed::Json(describe(&e))))?;
+    let token: Token = serde_json::from_slice(body)
+        .map_err(|e| KeroError::Malformed(Malformed::Json(describe(&e))))?;
     if !is_header_safe(token.auth_token()) {
         return Err(KeroError::Malformed(Malformed::NotHeaderSafe("auth_token")));
     }
     if !is_header_safe(token.refresh_token()) {
-        return Err(KeroError::Malformed(Malformed::NotHeaderSafe("refresh_token")));
+        return Err(KeroError::Malformed(Malformed::NotHeaderSafe(
+            "refresh_token",
+        )));
     }
     let now = unix_seconds(server_time.unwrap_or_else(SystemTime::now));
     if token.access_expires_at() <= now {
@@ -62,7 +65,10 @@ fn classify(route: Route, api: ApiError) -> KeroError {
     if api.is_invalid_source_host() {
         KeroError::InvalidSourceHost(api)
     } else if route == Route::Auth
-        && matches!(api.http_status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN)
+        && matches!(
+            api.http_status,
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
+        )
     {
         KeroError::InvalidCredentials(api)
     } else {
@@ -80,8 +86,15 @@ fn describe(e: &serde_json::Error) -> String {
         Category::Data => {
             let msg = e.to_string();
             match msg.strip_prefix("missing field ") {
-                Some(rest) => format!("missing field {}", rest.split(" at line").next().unwrap_or(rest)),
-                None => format!("a field has the wrong type or value (line {}, column {})", e.line(), e.column()),
+                Some(rest) => format!(
+                    "missing field {}",
+                    rest.split(" at line").next().unwrap_or(rest)
+                ),
+                None => format!(
+                    "a field has the wrong type or value (line {}, column {})",
+                    e.line(),
+                    e.column()
+                ),
             }
         }
         Category::Io => "could not be read".to_owned(),
@@ -115,13 +128,34 @@ mod tests {
     fn malformed_answers_are_clear_errors_that_quote_nothing() {
         let cases = [
             ("not json at all", "not valid JSON"),
-            (r#"{"auth_token":"a","access_expires_at":1700086400,"refresh_token":"r"}"#, "missing field `refresh_expires_at`"),
-            (r#"{"auth_token":"a","access_expires_at":"secret-ish","refresh_token":"r","refresh_expires_at":1}"#, "wrong type"),
-            (r#"{"auth_token":"a","access_expires_at":1.5,"refresh_token":"r","refresh_expires_at":1}"#, "wrong type"),
-            (r#"{"auth_token":"has space","access_expires_at":1700086400,"refresh_token":"r","refresh_expires_at":1}"#, "auth_token"),
-            (r#"{"auth_token":"caf\u00e9","access_expires_at":1700086400,"refresh_token":"r","refresh_expires_at":1}"#, "auth_token"),
-            (r#"{"auth_token":"a","access_expires_at":1700086400,"refresh_token":"","refresh_expires_at":1}"#, "refresh_token"),
-            (r#"{"auth_token":"a","access_expires_at":1700000000,"refresh_token":"r","refresh_expires_at":1}"#, "already past"),
+            (
+                r#"{"auth_token":"a","access_expires_at":1700086400,"refresh_token":"r"}"#,
+                "missing field `refresh_expires_at`",
+            ),
+            (
+                r#"{"auth_token":"a","access_expires_at":"secret-ish","refresh_token":"r","refresh_expires_at":1}"#,
+                "wrong type",
+            ),
+            (
+                r#"{"auth_token":"a","access_expires_at":1.5,"refresh_token":"r","refresh_expires_at":1}"#,
+                "wrong type",
+            ),
+            (
+                r#"{"auth_token":"has space","access_expires_at":1700086400,"refresh_token":"r","refresh_expires_at":1}"#,
+                "auth_token",
+            ),
+            (
+                r#"{"auth_token":"caf\u00e9","access_expires_at":1700086400,"refresh_token":"r","refresh_expires_at":1}"#,
+                "auth_token",
+            ),
+            (
+                r#"{"auth_token":"a","access_expires_at":1700086400,"refresh_token":"","refresh_expires_at":1}"#,
+                "refresh_token",
+            ),
+            (
+                r#"{"auth_token":"a","access_expires_at":1700000000,"refresh_token":"r","refresh_expires_at":1}"#,
+                "already past",
+            ),
             ("[]", "wrong type"),
             ("", "not valid JSON"),
         ];
@@ -130,7 +164,10 @@ mod tests {
             let msg = err.to_string();
             assert!(matches!(err, KeroError::Malformed(_)), "{body}: {err:?}");
             assert!(msg.contains(want), "{body}: {msg}");
-            assert!(!msg.contains("secret-ish") && !msg.contains("has space"), "{msg}");
+            assert!(
+                !msg.contains("secret-ish") && !msg.contains("has space"),
+                "{msg}"
+            );
             assert!(err.is_retryable());
         }
     }
@@ -138,21 +175,47 @@ mod tests {
     #[test]
     fn error_answers_are_typed_whatever_their_status() {
         let ish = r#"{"code":1,"status":"INVALID SOURCE HOST","msg":"any message here","data":"additional data"}"#;
-        for status in [StatusCode::FORBIDDEN, StatusCode::OK, StatusCode::UNAUTHORIZED] {
+        for status in [
+            StatusCode::FORBIDDEN,
+            StatusCode::OK,
+            StatusCode::UNAUTHORIZED,
+        ] {
             let err = read_answer(Route::Refresh, status, None, ish.as_bytes()).unwrap_err();
-            let KeroError::InvalidSourceHost(api) = &err else { panic!("{err:?}") };
+            let KeroError::InvalidSourceHost(api) = &err else {
+                panic!("{err:?}")
+            };
             assert_eq!(api.code, Some(1));
             assert_eq!(api.msg.as_deref(), Some("any message here"));
             assert_eq!(api.data, Some(serde_json::json!("additional data")));
             assert!(err.to_string().contains("whitelist"));
             assert!(!err.is_retryable());
         }
-        let creds = read_answer(Route::Auth, StatusCode::UNAUTHORIZED, None, br#"{"status":"INVALID CREDENTIALS"}"#);
+        let creds = read_answer(
+            Route::Auth,
+            StatusCode::UNAUTHORIZED,
+            None,
+            br#"{"status":"INVALID CREDENTIALS"}"#,
+        );
         assert!(matches!(creds, Err(KeroError::InvalidCredentials(_))));
-        let refused = read_answer(Route::Refresh, StatusCode::UNAUTHORIZED, None, br#"{"status":"INVALID REFRESH TOKEN"}"#);
-        assert!(matches!(&refused, Err(KeroError::Api(a)) if a.http_status == 401 && !refused.as_ref().unwrap_err().is_retryable()));
-        let down = read_answer(Route::Auth, StatusCode::BAD_GATEWAY, None, b"<html>bad gateway</html>").unwrap_err();
-        assert!(matches!(&down, KeroError::Api(a) if a.status == "Bad Gateway" && a.code.is_none()));
+        let refused = read_answer(
+            Route::Refresh,
+            StatusCode::UNAUTHORIZED,
+            None,
+            br#"{"status":"INVALID REFRESH TOKEN"}"#,
+        );
+        assert!(
+            matches!(&refused, Err(KeroError::Api(a)) if a.http_status == 401 && !refused.as_ref().unwrap_err().is_retryable())
+        );
+        let down = read_answer(
+            Route::Auth,
+            StatusCode::BAD_GATEWAY,
+            None,
+            b"<html>bad gateway</html>",
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&down, KeroError::Api(a) if a.status == "Bad Gateway" && a.code.is_none())
+        );
         assert!(down.is_retryable());
     }
 
