@@ -51,6 +51,9 @@ mod classify;
 mod error;
 mod future;
 mod layer;
+#[cfg(feature = "mock")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mock")))]
+pub mod mock;
 mod service;
 pub mod source;
 mod token;
@@ -63,3 +66,8 @@ pub use layer::{Builder, KeroAuthLayer, Stats, DEFAULT_HEADER};
 pub use service::KeroAuth;
 pub use source::TokenSource;
 pub use token::Token;
+
+/// The README's code, compiled as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
