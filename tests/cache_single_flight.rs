@@ -310,4 +310,13 @@ fn public_types_are_send_and_sync() {
     );
     fn unpin<T: Unpin>() {}
     unpin::<ReplayBody<support::TestBody>>();
+    // What tonic's `Body::new` asks of a body: `Data = Bytes`, an error that converts to BoxError.
+    fn tonic_compatible<B>()
+    where
+        B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+    }
+    tonic_compatible::<ReplayBody<support::TestBody>>();
+    tonic_compatible::<ReplayBody<http_body_util::Full<bytes::Bytes>>>();
 }
