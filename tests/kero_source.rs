@@ -284,3 +284,25 @@ async fn a_server_clock_ten_minutes_off_changes_nothing() {
         );
     }
 }
+
+#[tokio::test]
+async fn the_source_runs_over_any_tower_http_service() {
+    // A plain hyper-util client with a tower timeout in front: the source only needs a Service.
+    let kero = MockKero::start().await;
+    let (name, password) = kero.credentials();
+    let client = tower::ServiceBuilder::new()
+        .timeout(Duration::from_secs(5))
+        .service(Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>());
+    let source = KeroTokenSource::builder(kero.base_url(), name, password)
+        .allow_insecure_loopback(true)
+        .build_with_client(client)
+        .unwrap();
+    let layer = KeroAuthLayer::new(source);
+    let svc =
+        layer.layer(Client::builder(TokioExecutor::new()).build_http::<ReplayBody<Full<Bytes>>>());
+    let req = Request::get(format!("{}/v1/me", kero.base_url()))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    assert_eq!(svc.oneshot(req).await.unwrap().status(), StatusCode::OK);
+    assert_eq!(kero.counts().auth, 1);
+}
