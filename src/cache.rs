@@ -154,6 +154,17 @@ struct Flight {
     task: AbortHandle,
 }
 
+impl State {
+    /// The fetch in flight, if its task is still alive. A task the runtime dropped without running
+    /// it to the end (shutdown) never completes: forget it, so that the next request fetches anew.
+    fn live_flight(&mut self) -> Option<&Flight> {
+        if self.flight.as_ref().is_some_and(|f| f.task.is_finished()) {
+            self.flight = None;
+        }
+        self.flight.as_ref()
+    }
+}
+
 struct Failure {
     error: Error,
     attempts: u32,
@@ -228,6 +239,7 @@ impl Cache {
         let now = Instant::now();
         let mut st = self.lock();
         let backing_off = st.failure.as_ref().is_some_and(|f| now < f.retry_at);
+        let in_flight = st.live_flight().is_some();
         if let Some(cur) = st.current.clone() {
             if after > 0 && cur.generation == after && st.rejected < after {
                 st.rejected = after;
@@ -236,7 +248,7 @@ impl Cache {
             if cur.generation > after && now < cur.stale_at {
                 // A rejected token is still served while no successor can be had: the rejection
                 // may have been the server's mistake, and it is all there is.
-                if cur.generation > st.rejected || (st.flight.is_none() && backing_off) {
+                if cur.generation > st.rejected || (!in_flight && backing_off) {
                     return Acquire::Ready(cur);
                 }
             }
@@ -260,7 +272,7 @@ impl Cache {
     pub(crate) fn refresh_in_background(self: &Arc<Self>) {
         let now = Instant::now();
         let mut st = self.lock();
-        if st.flight.is_some() {
+        if st.live_flight().is_some() {
             return; // its completion moves the phase on
         }
         if let Some(retry_at) = st.failure.as_ref().map(|f| f.retry_at).filter(|&t| now < t) {
@@ -296,18 +308,21 @@ impl Cache {
         let previous = st.current.as_ref().map(|c| c.token.clone());
         let source = self.source.clone();
         let timeout = self.config.fetch_timeout;
-        let guard = FlightGuard {
-            cache: Arc::downgrade(self),
-            id,
-            tx: Some(tx),
-        };
+        let weak = Arc::downgrade(self);
         self.counters.fetches.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(
             flight = id,
             refresh = previous.is_some(),
             "kero-auth: fetching a token"
         );
+        // The guard is made inside the task: a runtime that is shutting down drops a new task
+        // at once, on this thread, while the lock is held; there must be nothing to complete then.
         let task = handle.spawn(async move {
+            let guard = FlightGuard {
+                cache: weak,
+                id,
+                tx: Some(tx),
+            };
             let fetched = tokio::time::timeout(timeout, source.fetch(previous.as_deref())).await;
             let result = match fetched {
                 Ok(Ok(token)) => Ok(token),
@@ -365,6 +380,14 @@ impl Cache {
                 }
                 Err(error)
             }
+        }
+    }
+
+    /// Forgets a fetch whose task was cancelled before it finished.
+    fn abandon(&self, id: u64) {
+        let mut st = self.lock();
+        if st.flight.as_ref().is_some_and(|f| f.id == id) {
+            st.flight = None;
         }
     }
 
@@ -497,8 +520,16 @@ impl FlightGuard {
 
 impl Drop for FlightGuard {
     fn drop(&mut self) {
-        if self.tx.is_some() {
+        if self.tx.is_none() {
+            return;
+        }
+        if std::thread::panicking() {
+            // The source panicked: a failure like any other, backed off.
             self.finish(Err(Error::FetchAborted));
+        } else if let Some(cache) = self.cache.upgrade() {
+            // Cancelled (the runtime is shutting down): not the source's fault, so no backoff;
+            // the waiters learn it, and the next request fetches anew.
+            cache.abandon(self.id);
         }
     }
 }

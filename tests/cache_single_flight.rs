@@ -320,3 +320,29 @@ fn public_types_are_send_and_sync() {
     tonic_compatible::<ReplayBody<support::TestBody>>();
     tonic_compatible::<ReplayBody<http_body_util::Full<bytes::Bytes>>>();
 }
+
+#[test]
+fn a_runtime_shut_down_mid_fetch_does_not_wedge_the_cache() {
+    let src = CountingSource::new(Duration::from_secs(3600)).with_delay(Duration::from_secs(3600));
+    let svc = layer(&src).layer(ok_inner());
+    // A first runtime starts a fetch and is shut down while it runs.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let r = tokio::time::timeout(Duration::from_millis(20), svc.clone().oneshot(req())).await;
+        assert!(r.is_err());
+    });
+    drop(rt);
+    // A second runtime: the dead fetch is forgotten, a new one starts and succeeds.
+    *src.delay.lock().unwrap() = Duration::ZERO;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        svc.clone().oneshot(req()).await.unwrap();
+    });
+    assert_eq!(src.fetches(), 2);
+}
