@@ -1,1 +1,177 @@
-fn main() {}
+//! Contention: the fresh-token hot path called from several threads and tasks at once, one
+//! service clone each, over the same no-op inner service as `hot_path`, with an empty body.
+//!
+//! - `threads_1`, `threads_2`: OS threads released together by a barrier, each making `iters`
+//!   calls; the time is the wall time from the first start to the last end, per call *of one
+//!   thread*. With no contention, `threads_2` equals `threads_1` (the machine has 2 cores).
+//! - `tasks_8`, `tasks_64`: tasks on a multi-thread tokio runtime (2 workers) sharing `iters`
+//!   calls; the time is the wall time per call of *all* tasks (a throughput).
+//!
+//! The same for `SetRequestHeader` (the floor; its clones share one `HeaderValue`, so one
+//! reference count), and for the inner service alone (`no_layer`, which shares nothing: how the
+//! machine itself scales from 1 to 2 threads). Goal: `threads_2 / threads_1` ≤ 1.15 for
+//! `kero_auth`.
+
+mod support;
+
+use std::sync::Barrier;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use criterion::{criterion_group, Criterion};
+use http::Request;
+use http_body_util::Empty;
+use support::*;
+use tower::{Layer, Service, ServiceExt};
+use tower_http::set_header::SetRequestHeaderLayer;
+
+const FUNCTIONS: [&str; 4] = ["threads_1", "threads_2", "tasks_8", "tasks_64"];
+const SERVICES: [&str; 3] = ["no_layer", "set_request_header", "kero_auth"];
+
+type Req = Request<Empty<Bytes>>;
+
+/// `threads` OS threads, one clone each, `iters` calls each; wall time from the barrier.
+fn on_threads<S>(clones: &mut [S], iters: u64) -> Duration
+where
+    S: Service<Req> + Send,
+    S::Error: std::fmt::Debug,
+{
+    let barrier = Barrier::new(clones.len());
+    let spans: Vec<(Instant, Instant)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = clones
+            .iter_mut()
+            .map(|svc| {
+                let barrier = &barrier;
+                scope.spawn(move || {
+                    barrier.wait();
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        call_now(svc, Request::new(Empty::new()));
+                    }
+                    (start, Instant::now())
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let start = spans.iter().map(|s| s.0).min().unwrap();
+    let end = spans.iter().map(|s| s.1).max().unwrap();
+    end - start
+}
+
+/// `clones.len()` tasks on `rt` sharing `iters` calls; wall time of the whole.
+fn on_tasks<S>(rt: &tokio::runtime::Runtime, clones: &mut Vec<S>, iters: u64) -> Duration
+where
+    S: Service<Req> + Send + 'static,
+    S::Error: std::fmt::Debug,
+    S::Future: Send,
+{
+    let n = clones.len() as u64;
+    let per_task = iters.div_ceil(n);
+    let taken = std::mem::take(clones);
+    let (elapsed, back) = rt.block_on(async move {
+        let start = Instant::now();
+        let handles: Vec<_> = taken
+            .into_iter()
+            .map(|mut svc| {
+                tokio::spawn(async move {
+                    for _ in 0..per_task {
+                        svc.ready().await.unwrap();
+                        let res = svc.call(Request::new(Empty::new())).await.unwrap();
+                        drop(std::hint::black_box(res));
+                    }
+                    svc
+                })
+            })
+            .collect();
+        let mut back = Vec::with_capacity(handles.len());
+        for h in handles {
+            back.push(h.await.unwrap());
+        }
+        (start.elapsed(), back)
+    });
+    *clones = back;
+    // Per call of `iters` (the tasks made `per_task * n` ≥ `iters` calls).
+    elapsed.mul_f64(iters as f64 / (per_task * n) as f64)
+}
+
+fn group<S>(c: &mut Criterion, name: &str, rt: &tokio::runtime::Runtime, svc: S)
+where
+    S: Service<Req> + Clone + Send + 'static,
+    S::Error: std::fmt::Debug,
+    S::Future: Send,
+{
+    // Every clone is made and warmed once, so that no sample pays a clone's first call.
+    let warmed = |n: usize| -> Vec<S> {
+        (0..n)
+            .map(|_| {
+                let mut s = svc.clone();
+                call_now(&mut s, Request::new(Empty::new()));
+                s
+            })
+            .collect()
+    };
+    let mut g = c.benchmark_group(format!("contention_{name}"));
+    for threads in [1, 2] {
+        let mut clones = warmed(threads);
+        g.bench_function(format!("threads_{threads}"), |b| {
+            b.iter_custom(|iters| on_threads(&mut clones, iters))
+        });
+    }
+    for tasks in [8, 64] {
+        let mut clones = warmed(tasks);
+        g.bench_function(format!("tasks_{tasks}"), |b| {
+            b.iter_custom(|iters| on_tasks(rt, &mut clones, iters))
+        });
+    }
+    g.finish();
+}
+
+fn contention(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+
+    // The machine's own scaling: an inner service alone shares nothing between threads.
+    group(c, "no_layer", &rt, Noop);
+
+    let floor = SetRequestHeaderLayer::overriding(TOKEN_HEADER, sensitive_value()).layer(Noop);
+    group(c, "set_request_header", &rt, floor);
+
+    let kero = fresh_layer().layer(Noop);
+    rt.block_on(kero.clone().oneshot(Request::new(Empty::<Bytes>::new())))
+        .unwrap();
+    group(c, "kero_auth", &rt, kero.clone());
+    assert_eq!(
+        kero.stats().fetches,
+        1,
+        "the token was fetched again during the bench"
+    );
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_millis(700))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(40);
+    targets = contention
+}
+
+fn main() {
+    let since = SystemTime::now();
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+    for s in SERVICES {
+        report(&format!("contention_{s}"), &FUNCTIONS, "threads_1", since);
+    }
+    report_scaling(
+        "kero_auth ÷ set_request_header",
+        "contention_kero_auth",
+        "contention_set_request_header",
+        &FUNCTIONS,
+        since,
+    );
+}

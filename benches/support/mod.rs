@@ -1,0 +1,243 @@
+//! Shared bench support: in-process inner services, the baselines, a fresh-token layer, polling
+//! without a runtime, and the ratio report read back from criterion's own estimates.
+#![allow(dead_code, unreachable_pub)]
+
+use std::convert::Infallible;
+use std::future::{ready, Future, Ready};
+use std::path::PathBuf;
+use std::pin::pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, Request, Response};
+use http_body_util::Empty;
+use kero_auth::{source, KeroAuthLayer, Token};
+use tower::{Layer, Service};
+
+/// The header every variant sets.
+pub const TOKEN_HEADER: HeaderName = HeaderName::from_static("token");
+
+/// A 600-byte token of visible ASCII (the size of a Kero JWT with a few claims), `tag` first so
+/// that tokens of different generations differ.
+pub fn token(tag: &str) -> String {
+    let mut t = String::with_capacity(600);
+    t.push_str(tag);
+    t.push('.');
+    while t.len() < 600 {
+        t.push_str("eyJhbGciOiJIUzI1NiJ9");
+    }
+    t.truncate(600);
+    t
+}
+
+/// A token that lives 24 hours (no refresh can become due during a bench).
+pub fn day_token(auth: String) -> Token {
+    Token::expiring_in(
+        auth,
+        Duration::from_secs(24 * 3600),
+        "refresh",
+        Duration::from_secs(180 * 24 * 3600),
+    )
+}
+
+/// A layer whose source returns the same 600-byte, 24-hour token at once.
+pub fn fresh_layer() -> KeroAuthLayer {
+    fresh_layer_builder().build()
+}
+
+/// The builder of [`fresh_layer`], for other options.
+pub fn fresh_layer_builder() -> kero_auth::Builder {
+    KeroAuthLayer::builder(source::from_fn(|_current: Option<Token>| async {
+        Ok::<_, Infallible>(day_token(token("tok-1")))
+    }))
+}
+
+/// The floor's header value: 600 bytes, sensitive, built once.
+pub fn sensitive_value() -> HeaderValue {
+    let mut v = HeaderValue::from_str(&token("tok-1")).unwrap();
+    v.set_sensitive(true);
+    v
+}
+
+/// The inner service of the hot-path benches: a hand-written `Service` whose future is
+/// `std::future::Ready`. It looks at the request (so the header insert is not dead code), drops
+/// it, and answers 200 with an empty body.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Noop;
+
+impl<B> Service<Request<B>> for Noop {
+    type Response = Response<Empty<Bytes>>;
+    type Error = Infallible;
+    type Future = Ready<Result<Response<Empty<Bytes>>, Infallible>>;
+
+    #[inline]
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    #[inline]
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        std::hint::black_box(&req);
+        drop(req);
+        ready(Ok(Response::new(Empty::new())))
+    }
+}
+
+/// Polls `fut` to completion with a no-op waker, without a runtime. Panics if it would wait:
+/// on the fresh-token path over `Noop` nothing ever waits.
+#[inline]
+pub fn poll_now<F: Future>(fut: F) -> F::Output {
+    let mut fut = pin!(fut);
+    let mut cx = Context::from_waker(Waker::noop());
+    match fut.as_mut().poll(&mut cx) {
+        Poll::Ready(out) => out,
+        Poll::Pending => panic!("the future waited on the fresh-token path"),
+    }
+}
+
+/// `poll_ready` (always ready here), `call`, poll to completion, drop the response: one request
+/// as a caller makes it, without a runtime.
+#[inline]
+pub fn call_now<S, R>(svc: &mut S, req: R)
+where
+    S: Service<R>,
+    S::Error: std::fmt::Debug,
+{
+    let mut cx = Context::from_waker(Waker::noop());
+    match svc.poll_ready(&mut cx) {
+        Poll::Ready(Ok(())) => {}
+        _ => panic!("the service was not ready"),
+    }
+    let res = poll_now(svc.call(req)).unwrap();
+    drop(std::hint::black_box(res));
+}
+
+/// Baseline (c): what one writes without thinking about the hot path: the token behind a mutex,
+/// a header value built from it on every request.
+#[derive(Clone, Debug)]
+pub struct NaiveAuthLayer {
+    token: Arc<Mutex<String>>,
+}
+
+impl NaiveAuthLayer {
+    pub fn new(token: String) -> Self {
+        NaiveAuthLayer {
+            token: Arc::new(Mutex::new(token)),
+        }
+    }
+}
+
+impl<S> Layer<S> for NaiveAuthLayer {
+    type Service = NaiveAuth<S>;
+    fn layer(&self, inner: S) -> NaiveAuth<S> {
+        NaiveAuth {
+            inner,
+            token: self.token.clone(),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct NaiveAuth<S> {
+    inner: S,
+    token: Arc<Mutex<String>>,
+}
+
+impl<S, B> Service<Request<B>> for NaiveAuth<S>
+where
+    S: Service<Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> S::Future {
+        let mut value = HeaderValue::from_str(&self.token.lock().unwrap()).unwrap();
+        value.set_sensitive(true);
+        req.headers_mut().insert(TOKEN_HEADER, value);
+        self.inner.call(req)
+    }
+}
+
+/// Where criterion writes its estimates: `$CRITERION_HOME`, else `<target>/criterion` (the bench
+/// binary lives in `<target>/<profile>/deps/`).
+fn criterion_dir() -> Option<PathBuf> {
+    if let Some(home) = std::env::var_os("CRITERION_HOME") {
+        return Some(PathBuf::from(home));
+    }
+    if let Some(target) = std::env::var_os("CARGO_TARGET_DIR") {
+        return Some(PathBuf::from(target).join("criterion"));
+    }
+    let exe = std::env::current_exe().ok()?;
+    Some(exe.parent()?.parent()?.parent()?.join("criterion"))
+}
+
+/// The median (ns per iteration) criterion measured for `group/function` in this process's run.
+pub fn median_ns(group: &str, function: &str, since: SystemTime) -> Option<f64> {
+    let path = criterion_dir()?
+        .join(group)
+        .join(function)
+        .join("new")
+        .join("estimates.json");
+    let modified = std::fs::metadata(&path).ok()?.modified().ok()?;
+    if modified < since {
+        return None; // from an earlier run (this one filtered it out or only tested it)
+    }
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).ok()?).ok()?;
+    json["median"]["point_estimate"].as_f64()
+}
+
+/// Prints one markdown table row per function of `group`, with its median and its ratio to
+/// `baseline` (and to `extra_baseline` if given), for BENCHMARKS.md.
+pub fn report(group: &str, functions: &[&str], baseline: &str, since: SystemTime) {
+    let Some(base) = median_ns(group, baseline, since) else {
+        return;
+    };
+    println!("\n| {group} | median | ÷ {baseline} |");
+    println!("|---|---:|---:|");
+    for f in functions {
+        if let Some(m) = median_ns(group, f, since) {
+            println!("| {f} | {} | {:.3}× |", human(m), m / base);
+        }
+    }
+}
+
+/// Prints the ratio of two groups' medians function by function (e.g. 2 threads ÷ 1 thread).
+pub fn report_scaling(title: &str, num: &str, den: &str, functions: &[&str], since: SystemTime) {
+    let mut rows = Vec::new();
+    for f in functions {
+        if let (Some(n), Some(d)) = (median_ns(num, f, since), median_ns(den, f, since)) {
+            rows.push(format!(
+                "| {f} | {} | {} | {:.3}× |",
+                human(d),
+                human(n),
+                n / d
+            ));
+        }
+    }
+    if rows.is_empty() {
+        return;
+    }
+    println!("\n| {title} | {den} | {num} | ratio |");
+    println!("|---|---:|---:|---:|");
+    for r in rows {
+        println!("{r}");
+    }
+}
+
+/// A duration in ns, µs or ms as fits.
+pub fn human(ns: f64) -> String {
+    if ns < 1e3 {
+        format!("{ns:.1} ns")
+    } else if ns < 1e6 {
+        format!("{:.2} µs", ns / 1e3)
+    } else {
+        format!("{:.2} ms", ns / 1e6)
+    }
+}
