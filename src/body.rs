@@ -53,7 +53,8 @@ pin_project! {
 #[derive(Debug, Default)]
 pub(crate) struct Recorded {
     chunks: VecDeque<Bytes>,
-    trailers: Option<HeaderMap>,
+    /// Boxed: trailers are rare, and the recording lives inline in every recorded request's body.
+    trailers: Option<Box<HeaderMap>>,
     remaining: u64,
     /// Whether the original body announced its exact length: the replay announces the same kind
     /// of length, so the server sees the same framing (`content-length` or chunked) both times.
@@ -109,8 +110,15 @@ impl Replayable {
 }
 
 impl<B: Body> ReplayBody<B> {
+    /// Whether [`ReplayBody::new`] would make `body` replayable: worth saving the request head.
+    #[inline]
+    pub(crate) fn can_replay(body: &B, limit: usize) -> bool {
+        limit > 0 && (body.is_end_stream() || body.size_hint().lower() <= limit as u64)
+    }
+
     /// Wraps `body`, recording up to `limit` bytes. Returns how the request could be replayed, or
     /// `None` when it cannot be (replay disabled, or the body announces more than `limit`).
+    #[inline(always)]
     pub(crate) fn new(body: B, limit: usize) -> (Self, Option<Replayable>) {
         let limit = limit as u64;
         let pass = |inner| ReplayBody {
@@ -203,7 +211,7 @@ where
                         Some(chunk) => r.data(chunk),
                         None => match frame.trailers_ref() {
                             Some(t) => {
-                                r.recorded.trailers = Some(t.clone());
+                                r.recorded.trailers = Some(Box::new(t.clone()));
                                 true
                             }
                             None => false,
@@ -226,7 +234,7 @@ where
                     recorded.remaining -= chunk.len() as u64;
                     return Poll::Ready(Some(Ok(Frame::data(chunk))));
                 }
-                Poll::Ready(recorded.trailers.take().map(|t| Ok(Frame::trailers(t))))
+                Poll::Ready(recorded.trailers.take().map(|t| Ok(Frame::trailers(*t))))
             }
         }
     }

@@ -52,12 +52,10 @@ pin_project! {
     where
         S: Service<Request<ReplayBody<ReqB>>>,
     {
-        // Waiting for a token before the first send.
+        // Waiting for a token before the first send. Boxed, as every state off the fresh-token
+        // path is: the future stays small, so that making it and moving it cost little.
         Acquiring {
-            wait: TokenWait,
-            svc: Option<S>,
-            req: Option<Request<ReqB>>,
-            cache: Arc<Cache>,
+            acquiring: Box<Acquiring<S, ReqB>>,
         },
         // No token could be had.
         Failed {
@@ -74,12 +72,12 @@ pin_project! {
             rejected: Option<ResB>,
             drained: usize,
             token: Option<Acquire>,
-            replay: Option<(Replay, ReplayBody<ReqB>)>,
+            body: Option<ReplayBody<ReqB>>,
         },
         // Waiting for the inner service to be ready for the replay.
         Readying {
             svc: Option<S>,
-            req: Option<Request<ReplayBody<ReqB>>>,
+            req: Option<Box<Request<ReplayBody<ReqB>>>>,
         },
         // The replay: its response goes back to the caller whatever it is.
         Replaying {
@@ -89,10 +87,19 @@ pin_project! {
     }
 }
 
+/// A request waiting for its first token, with the service it was made ready on.
+struct Acquiring<S, ReqB> {
+    wait: TokenWait,
+    svc: Option<S>,
+    req: Option<Request<ReqB>>,
+    cache: Arc<Cache>,
+}
+
 impl<S, ReqB, ResB> ResponseFuture<S, ReqB, ResB>
 where
     S: Service<Request<ReplayBody<ReqB>>>,
 {
+    #[inline(always)]
     pub(crate) fn sending(fut: S::Future, local: Arc<Local<S>>, replay: Option<Replay>) -> Self {
         ResponseFuture {
             state: State::Sending { fut },
@@ -109,10 +116,12 @@ where
     ) -> Self {
         ResponseFuture {
             state: State::Acquiring {
-                wait,
-                svc: Some(svc),
-                req: Some(req),
-                cache,
+                acquiring: Box::new(Acquiring {
+                    wait,
+                    svc: Some(svc),
+                    req: Some(req),
+                    cache,
+                }),
             },
             local: None,
             replay: None,
@@ -141,12 +150,13 @@ where
         loop {
             let mut this = self.as_mut().project();
             match this.state.as_mut().project() {
-                StateProj::Acquiring {
-                    wait,
-                    svc,
-                    req,
-                    cache,
-                } => {
+                StateProj::Acquiring { acquiring } => {
+                    let Acquiring {
+                        wait,
+                        svc,
+                        req,
+                        cache,
+                    } = &mut **acquiring;
                     let current = ready!(wait.as_mut().poll(cx))?;
                     let (Some(mut svc), Some(req)) = (svc.take(), req.take()) else {
                         return Poll::Ready(Err(Error::FetchAborted.into()));
@@ -180,11 +190,8 @@ where
                     {
                         return Poll::Ready(Ok(res));
                     }
-                    let replay = this.replay.take().and_then(|r| {
-                        let body = r.body.take()?;
-                        Some((r, body))
-                    });
-                    let Some(replay) = replay else {
+                    let body = this.replay.as_ref().and_then(|r| r.body.take());
+                    let Some(body) = body else {
                         // Not replayable: the caller gets the rejection as is, and the requests
                         // that follow get a new token.
                         let _ = cache.obtain(generation);
@@ -199,14 +206,14 @@ where
                         rejected: Some(res.into_body()),
                         drained: 0,
                         token: Some(token),
-                        replay: Some(replay),
+                        body: Some(body),
                     });
                 }
                 StateProj::Renewing {
                     mut rejected,
                     drained,
                     token,
-                    replay,
+                    body,
                 } => {
                     while let Some(body) = rejected.as_mut().as_pin_mut() {
                         match body.poll_frame(cx) {
@@ -233,7 +240,8 @@ where
                         *token = Some(Acquire::Ready(current));
                         return Poll::Pending;
                     }
-                    let (Some((replay, body)), Some(local)) = (replay.take(), this.local.as_ref())
+                    let (Some(replay), Some(body), Some(local)) =
+                        (this.replay.take(), body.take(), this.local.as_ref())
                     else {
                         return Poll::Ready(Err(Error::FetchAborted.into()));
                     };
@@ -242,7 +250,7 @@ where
                     let svc = local.replayer();
                     this.state.set(State::Readying {
                         svc: Some(svc),
-                        req: Some(req),
+                        req: Some(Box::new(req)),
                     });
                 }
                 StateProj::Readying { svc, req } => {
@@ -253,7 +261,7 @@ where
                     let (Some(mut s), Some(req)) = (svc.take(), req.take()) else {
                         return Poll::Ready(Err(Error::FetchAborted.into()));
                     };
-                    let fut = s.call(req);
+                    let fut = s.call(*req);
                     this.state.set(State::Replaying { fut });
                 }
                 StateProj::Replaying { fut } => {

@@ -93,23 +93,20 @@ impl<S> KeroAuth<S> {
 }
 
 impl<S: Clone> KeroAuth<S> {
-    /// This clone's view of `generation`, made from the cache's current token if needed.
-    #[inline]
-    fn local_for(&mut self, generation: u64) -> Option<Arc<Local<S>>> {
-        match &self.local {
-            Some(local) if local.generation == generation => Some(local.clone()),
-            _ => {
-                let current = self.cache.usable()?;
-                let local = Arc::new(Local::new(
-                    self.cache.clone(),
-                    current.generation,
-                    current.own_header(),
-                    &self.inner,
-                ));
-                self.local = Some(local.clone());
-                Some(local)
-            }
-        }
+    /// This clone's view of the cache's current token, made anew (the generation changed, or
+    /// this clone has not made a request yet). `None` if the token is no longer usable.
+    #[cold]
+    #[inline(never)]
+    fn renew_local(&mut self) -> Option<Arc<Local<S>>> {
+        let current = self.cache.usable()?;
+        let local = Arc::new(Local::new(
+            self.cache.clone(),
+            current.generation,
+            current.own_header(),
+            &self.inner,
+        ));
+        self.local = Some(local.clone());
+        Some(local)
     }
 }
 
@@ -148,19 +145,56 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
-    fn call(&mut self, req: Request<ReqB>) -> Self::Future {
+    #[inline]
+    fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
         let stamp = self.cache.stamp();
         let phase = Cache::phase(stamp);
         if phase != STALE {
-            if let Some(local) = self.local_for(Cache::generation(stamp)) {
+            let generation = Cache::generation(stamp);
+            let local = match &self.local {
+                Some(local) if local.generation == generation => Some(local.clone()),
+                _ => self.renew_local(),
+            };
+            if let Some(local) = local {
                 if phase == SOFT && self.cache.claim_refresh(stamp) {
                     self.cache.refresh_in_background();
                 }
-                let (req, replay) = prepare(req, &self.cache, local.header.clone());
-                let fut = self.inner.call(req);
+                let header = local.header.clone();
+                let config = &self.cache.config;
+                let limit = config.replay_limit;
+                // The head is saved before the token goes in, and only if the body can be
+                // replayed.
+                let mut replay = if ReplayBody::can_replay(req.body(), limit) {
+                    Some(Replay {
+                        head: Head::of(&req),
+                        body: Replayable::Empty,
+                    })
+                } else {
+                    None
+                };
+                req.headers_mut().insert(config.header_name.clone(), header);
+                let (parts, body) = req.into_parts();
+                let (body, replayable) = ReplayBody::new(body, limit);
+                let fut = self.inner.call(Request::from_parts(parts, body));
+                match (&mut replay, replayable) {
+                    (Some(replay), Some(body)) => replay.body = body,
+                    (replay, _) => *replay = None,
+                }
                 return ResponseFuture::sending(fut, local, replay);
             }
         }
+        self.call_slow(req)
+    }
+}
+
+impl<S: Clone> KeroAuth<S> {
+    /// `call` when the token is stale or missing: ask the cache, and wait for a fetch if needed.
+    #[inline(never)]
+    fn call_slow<ReqB, ResB>(&mut self, req: Request<ReqB>) -> ResponseFuture<S, ReqB, ResB>
+    where
+        S: Service<Request<ReplayBody<ReqB>>, Response = Response<ResB>>,
+        ReqB: Body,
+    {
         match self.cache.obtain(0) {
             Acquire::Ready(current) => {
                 let local = Arc::new(Local::new(
@@ -203,6 +237,24 @@ struct Head {
     extensions: Extensions,
 }
 
+impl Head {
+    #[inline(always)]
+    fn of<B>(req: &Request<B>) -> Self {
+        Head {
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            version: req.version(),
+            // An empty map is made, not cloned: cloning walks its (empty) tables.
+            headers: if req.headers().is_empty() {
+                HeaderMap::new()
+            } else {
+                req.headers().clone()
+            },
+            extensions: req.extensions().clone(),
+        }
+    }
+}
+
 impl Replay {
     /// The request to replay, with the new token.
     pub(crate) fn into_request<B>(
@@ -224,25 +276,22 @@ impl Replay {
 }
 
 /// Adds the token header, wraps the body, and saves what a replay would need.
+#[inline(always)]
 pub(crate) fn prepare<B: Body>(
-    req: Request<B>,
+    mut req: Request<B>,
     cache: &Cache,
     header: HeaderValue,
 ) -> (Request<ReplayBody<B>>, Option<Replay>) {
-    let (mut parts, body) = req.into_parts();
-    let (body, replayable) = ReplayBody::new(body, cache.config.replay_limit);
-    let replay = replayable.map(|body| Replay {
-        head: Head {
-            method: parts.method.clone(),
-            uri: parts.uri.clone(),
-            version: parts.version,
-            headers: parts.headers.clone(),
-            extensions: parts.extensions.clone(),
-        },
-        body,
-    });
-    parts
-        .headers
+    let limit = cache.config.replay_limit;
+    // The head is saved before the token goes in, and only if the body can be replayed.
+    let head = ReplayBody::can_replay(req.body(), limit).then(|| Head::of(&req));
+    req.headers_mut()
         .insert(cache.config.header_name.clone(), header);
+    let (parts, body) = req.into_parts();
+    let (body, replayable) = ReplayBody::new(body, limit);
+    let replay = match (head, replayable) {
+        (Some(head), Some(body)) => Some(Replay { head, body }),
+        _ => None,
+    };
     (Request::from_parts(parts, body), replay)
 }
