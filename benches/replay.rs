@@ -5,6 +5,9 @@
 //!   the 401, build the request again (a new body of the same chunks) with the new token, send it.
 //! - `by_hand_with_fetch`: the same, plus the least a refresh costs: the new token is asked of
 //!   the same in-memory source, awaited inline, and made into a header value.
+//! - `by_hand_spawned_fetch`: the same, with the fetch made the way a fetch must be made if it is
+//!   to survive the caller being dropped (as the layer's does): in a task of its own, under a
+//!   timeout, its result awaited through a channel. The least a cancellation-safe refresh costs.
 //! - `kero_auth`: one call through the layer: send, 401, fetch (an in-memory source, at once),
 //!   replay from the recording, 200.
 //!
@@ -110,12 +113,11 @@ fn replay(c: &mut Criterion) {
     let data = Bytes::from(vec![b'x'; CHUNKS * CHUNK]);
     let mut g = c.benchmark_group("replay");
 
-    for fetch in [false, true] {
-        let name = if fetch {
-            "by_hand_with_fetch"
-        } else {
-            "by_hand"
-        };
+    for (name, fetch, spawned) in [
+        ("by_hand", false, false),
+        ("by_hand_with_fetch", true, false),
+        ("by_hand_spawned_fetch", true, true),
+    ] {
         g.bench_function(name, |b| {
             let server = Server {
                 valid: Arc::new(Mutex::new(nth_token(1))),
@@ -144,7 +146,16 @@ fn replay(c: &mut Criterion) {
                         current = if fetch {
                             // The least a refresh costs: ask the source (the same as the
                             // layer's, answering at once) and build the header value.
-                            let token = issue(n).await.unwrap();
+                            let token = if spawned {
+                                let (tx, rx) = tokio::sync::oneshot::channel();
+                                tokio::spawn(async move {
+                                    let t = tokio::time::timeout(Duration::from_secs(30), issue(n));
+                                    let _ = tx.send(t.await);
+                                });
+                                rx.await.unwrap().unwrap().unwrap()
+                            } else {
+                                issue(n).await.unwrap()
+                            };
                             let mut v = HeaderValue::from_str(token.auth_token()).unwrap();
                             v.set_sensitive(true);
                             v
@@ -238,14 +249,19 @@ fn main() {
     Criterion::default().configure_from_args().final_summary();
     report(
         "replay",
-        &["by_hand", "by_hand_with_fetch", "kero_auth"],
+        &[
+            "by_hand",
+            "by_hand_with_fetch",
+            "by_hand_spawned_fetch",
+            "kero_auth",
+        ],
         "by_hand",
         since,
     );
     report(
         "replay",
-        &["by_hand_with_fetch", "kero_auth"],
-        "by_hand_with_fetch",
+        &["by_hand_spawned_fetch", "kero_auth"],
+        "by_hand_spawned_fetch",
         since,
     );
 }
