@@ -34,6 +34,7 @@ use http_body::{Body, Frame};
 use http_body_util::{BodyExt, Full, StreamBody};
 use kero_auth::{source, KeroAuthLayer, Token};
 use support::*;
+use tokio::runtime::Runtime;
 use tower::{Layer, Service, ServiceExt};
 
 const CHUNKS: usize = 16;
@@ -105,123 +106,113 @@ where
     }
 }
 
-fn replay(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let data = Bytes::from(vec![b'x'; CHUNKS * CHUNK]);
-    let mut g = c.benchmark_group("replay");
+/// One way of getting a request through a revocation: runs `iters` of them, returns the time.
+type Runner<'a> = Box<dyn FnMut(u64) -> Duration + 'a>;
 
-    for (name, fetch, spawned) in [
-        ("by_hand", false, false),
-        ("by_hand_with_fetch", true, false),
-        ("by_hand_spawned_fetch", true, true),
-    ] {
-        g.bench_function(name, |b| {
-            let server = Server {
-                valid: Arc::new(Mutex::new(nth_token(1))),
-            };
-            let mut n = 1;
-            let mut current = nth_token(1);
-            let mut svc = server.clone();
-            b.iter_custom(|iters| {
-                rt.block_on(async {
-                    let start = Instant::now();
-                    for _ in 0..iters {
-                        // Revoke the current token: the server now accepts only the next one.
-                        n += 1;
-                        let revoked = nth_token(n);
-                        *server.valid.lock().unwrap() = revoked.clone();
-                        let mut first = Request::new(body(&data));
-                        first.headers_mut().insert(TOKEN_HEADER, current.clone());
-                        let res = ServiceExt::<Request<Streamed>>::ready(&mut svc)
-                            .await
-                            .unwrap()
-                            .call(first)
-                            .await
-                            .unwrap();
-                        assert_eq!(res.status(), 401);
-                        res.into_body().collect().await.unwrap();
-                        current = if fetch {
-                            // The least a refresh costs: ask the source (the same as the
-                            // layer's, answering at once) and build the header value.
-                            let token = if spawned {
-                                let (tx, rx) = tokio::sync::oneshot::channel();
-                                tokio::spawn(async move {
-                                    let t = tokio::time::timeout(Duration::from_secs(30), issue(n));
-                                    let _ = tx.send(t.await);
-                                });
-                                rx.await.unwrap().unwrap().unwrap()
-                            } else {
-                                issue(n).await.unwrap()
-                            };
-                            let mut v = HeaderValue::from_str(token.auth_token()).unwrap();
-                            v.set_sensitive(true);
-                            v
-                        } else {
-                            revoked
-                        };
-                        let mut again = Request::new(body(&data));
-                        again.headers_mut().insert(TOKEN_HEADER, current.clone());
-                        let res = ServiceExt::<Request<Streamed>>::ready(&mut svc)
-                            .await
-                            .unwrap()
-                            .call(again)
-                            .await
-                            .unwrap();
-                        assert_eq!(res.status(), 200);
-                        drop(black_box(res));
-                    }
-                    start.elapsed()
-                })
-            });
-        });
-    }
-
-    g.bench_function("kero_auth", |b| {
-        let server = Server {
-            valid: Arc::new(Mutex::new(nth_token(1))),
-        };
-        let issued = Arc::new(AtomicU64::new(0));
-        let source = {
-            let issued = issued.clone();
-            source::from_fn(move |_current: Option<Token>| {
-                issue(issued.fetch_add(1, Ordering::Relaxed) + 1)
-            })
-        };
-        let layer = KeroAuthLayer::new(source);
-        let mut svc = layer.layer(server.clone());
-        // First token, and this clone's copy of it.
+/// By hand: send, 401, (fetch,) build the request again with the new token, send.
+fn by_hand<'a>(rt: &'a Runtime, data: &'a Bytes, fetch: bool, spawned: bool) -> Runner<'a> {
+    let server = Server {
+        valid: Arc::new(Mutex::new(nth_token(1))),
+    };
+    let mut n = 1;
+    let mut current = nth_token(1);
+    let mut svc = server.clone();
+    Box::new(move |iters| {
         rt.block_on(async {
-            for _ in 0..2 {
+            let start = Instant::now();
+            for _ in 0..iters {
+                // Revoke the current token: the server now accepts only the next one.
+                n += 1;
+                let revoked = nth_token(n);
+                *server.valid.lock().unwrap() = revoked.clone();
+                let mut first = Request::new(body(data));
+                first.headers_mut().insert(TOKEN_HEADER, current.clone());
                 let res = ServiceExt::<Request<Streamed>>::ready(&mut svc)
                     .await
                     .unwrap()
-                    .call(Request::new(body(&data)))
+                    .call(first)
+                    .await
+                    .unwrap();
+                assert_eq!(res.status(), 401);
+                res.into_body().collect().await.unwrap();
+                current = if fetch {
+                    // The least a refresh costs: ask the source (the same as the layer's,
+                    // answering at once) and build the header value.
+                    let token = if spawned {
+                        let (tx, rx) = tokio::sync::oneshot::channel();
+                        tokio::spawn(async move {
+                            let t = tokio::time::timeout(Duration::from_secs(30), issue(n));
+                            let _ = tx.send(t.await);
+                        });
+                        rx.await.unwrap().unwrap().unwrap()
+                    } else {
+                        issue(n).await.unwrap()
+                    };
+                    let mut v = HeaderValue::from_str(token.auth_token()).unwrap();
+                    v.set_sensitive(true);
+                    v
+                } else {
+                    revoked
+                };
+                let mut again = Request::new(body(data));
+                again.headers_mut().insert(TOKEN_HEADER, current.clone());
+                let res = ServiceExt::<Request<Streamed>>::ready(&mut svc)
+                    .await
+                    .unwrap()
+                    .call(again)
                     .await
                     .unwrap();
                 assert_eq!(res.status(), 200);
+                drop(black_box(res));
             }
-        });
-        b.iter_custom(|iters| {
-            rt.block_on(async {
-                let start = Instant::now();
-                for _ in 0..iters {
-                    // Revoke the current token: the server now accepts only the next one.
-                    let next = issued.load(Ordering::Relaxed) + 1;
-                    *server.valid.lock().unwrap() = nth_token(next);
-                    let res = ServiceExt::<Request<Streamed>>::ready(&mut svc)
-                        .await
-                        .unwrap()
-                        .call(Request::new(body(&data)))
-                        .await
-                        .unwrap();
-                    assert_eq!(res.status(), 200);
-                    drop(black_box(res));
-                }
-                start.elapsed()
-            })
+            start.elapsed()
+        })
+    })
+}
+
+/// Through the layer: one call; the layer gets the 401, fetches, and replays.
+fn kero_auth<'a>(rt: &'a Runtime, data: &'a Bytes) -> Runner<'a> {
+    let server = Server {
+        valid: Arc::new(Mutex::new(nth_token(1))),
+    };
+    let issued = Arc::new(AtomicU64::new(0));
+    let source = {
+        let issued = issued.clone();
+        source::from_fn(move |_current: Option<Token>| {
+            issue(issued.fetch_add(1, Ordering::Relaxed) + 1)
+        })
+    };
+    let layer = KeroAuthLayer::new(source);
+    let mut svc = layer.layer(server.clone());
+    // First token, and this clone's copy of it.
+    rt.block_on(async {
+        for _ in 0..2 {
+            let res = ServiceExt::<Request<Streamed>>::ready(&mut svc)
+                .await
+                .unwrap()
+                .call(Request::new(body(data)))
+                .await
+                .unwrap();
+            assert_eq!(res.status(), 200);
+        }
+    });
+    Box::new(move |iters| {
+        let elapsed = rt.block_on(async {
+            let start = Instant::now();
+            for _ in 0..iters {
+                // Revoke the current token: the server now accepts only the next one.
+                let next = issued.load(Ordering::Relaxed) + 1;
+                *server.valid.lock().unwrap() = nth_token(next);
+                let res = ServiceExt::<Request<Streamed>>::ready(&mut svc)
+                    .await
+                    .unwrap()
+                    .call(Request::new(body(data)))
+                    .await
+                    .unwrap();
+                assert_eq!(res.status(), 200);
+                drop(black_box(res));
+            }
+            start.elapsed()
         });
         let stats = layer.stats();
         assert_eq!(
@@ -229,9 +220,50 @@ fn replay(c: &mut Criterion) {
             stats.replays + 1,
             "one fetch and one replay per iteration"
         );
-    });
+        elapsed
+    })
+}
 
+const NAMES: [&str; 4] = [
+    "by_hand",
+    "by_hand_with_fetch",
+    "by_hand_spawned_fetch",
+    "kero_auth",
+];
+
+fn runners<'a>(rt: &'a Runtime, data: &'a Bytes) -> Vec<Runner<'a>> {
+    vec![
+        by_hand(rt, data, false, false),
+        by_hand(rt, data, true, false),
+        by_hand(rt, data, true, true),
+        kero_auth(rt, data),
+    ]
+}
+
+fn replay(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let data = Bytes::from(vec![b'x'; CHUNKS * CHUNK]);
+    let mut g = c.benchmark_group("replay");
+    for (name, mut run) in NAMES.into_iter().zip(runners(&rt, &data)) {
+        g.bench_function(name, |b| b.iter_custom(&mut run));
+    }
     g.finish();
+
+    // The same, interleaved (see `support::interleaved`).
+    if !std::env::args().any(|a| a == "--test" || a == "--list") {
+        let mut runs = runners(&rt, &data);
+        let mut variants: Vec<(&str, &mut Runner<'_>)> = NAMES.into_iter().zip(&mut runs).collect();
+        interleaved(
+            "replay",
+            21,
+            2_000,
+            &mut variants,
+            &["by_hand", "by_hand_spawned_fetch"],
+        );
+    }
 }
 
 criterion_group! {

@@ -78,8 +78,13 @@ pub(crate) type Tape = Arc<Mutex<Option<Recorded>>>;
 struct Recorder {
     recorded: Recorded,
     limit: u64,
+    /// The body's announced length (its size hint's lower bound), to size the recording.
+    hint: u64,
     tape: Tape,
 }
+
+/// The most chunk slots reserved up front: a body of more chunks grows its recording by doubling.
+const CHUNKS_RESERVED: u64 = 16;
 
 /// How a request's body can be replayed.
 #[derive(Debug)]
@@ -137,13 +142,15 @@ impl<B: Body> ReplayBody<B> {
             return (pass(body), None);
         }
         let tape: Tape = Arc::default();
+        let hint = body.size_hint();
         let recorded = Recorded {
-            exact: body.size_hint().exact().is_some(),
+            exact: hint.exact().is_some(),
             ..Recorded::default()
         };
         let recorder = Recorder {
             recorded,
             limit,
+            hint: hint.lower(),
             tape: tape.clone(),
         };
         let body = ReplayBody {
@@ -165,7 +172,18 @@ impl Recorder {
         }
         self.recorded.remaining += len;
         if !chunk.is_empty() {
-            self.recorded.chunks.push_back(chunk.clone());
+            let chunks = &mut self.recorded.chunks;
+            if chunks.capacity() == 0 {
+                // Sized once, from the first chunk: as many slots as the announced length takes
+                // in chunks of this size, or (length unknown) a few, rather than grown by
+                // doubling (a reallocation and a copy each time).
+                let expected = match self.hint {
+                    0 => CHUNKS_RESERVED,
+                    hint => hint.div_ceil(len).clamp(1, CHUNKS_RESERVED),
+                };
+                chunks.reserve_exact(expected as usize);
+            }
+            chunks.push_back(chunk.clone());
         }
         true
     }

@@ -142,7 +142,7 @@ struct State {
     generation: u64,
     flight: Option<Flight>,
     failure: Option<Failure>,
-    timer: Option<AbortHandle>,
+    timer: Option<Timer>,
     next_flight: u64,
     /// The newest generation the server rejected.
     rejected: u64,
@@ -353,9 +353,9 @@ impl Cache {
                 st.current = Some(current.clone());
                 st.failure = None;
                 self.stamp.store(generation << 2 | FRESH, Ordering::Release);
-                let events = vec![
-                    (current.soft_at, Step::Soft),
-                    (current.stale_at, Step::Stale),
+                let events = [
+                    Some((current.soft_at, Step::Soft)),
+                    Some((current.stale_at, Step::Stale)),
                 ];
                 self.set_timer(&mut st, generation, events);
                 tracing::debug!(generation, "kero-auth: new token");
@@ -396,30 +396,28 @@ impl Cache {
         let Some(cur) = st.current.clone() else {
             return;
         };
-        let mut events = Vec::with_capacity(2);
-        if retry_at < cur.stale_at {
-            events.push((retry_at, Step::Retry));
-        }
-        events.push((cur.stale_at, Step::Stale));
-        self.set_timer(st, cur.generation, events);
+        let retry = (retry_at < cur.stale_at).then_some((retry_at, Step::Retry));
+        self.set_timer(st, cur.generation, [retry, Some((cur.stale_at, Step::Stale))]);
     }
 
-    fn set_timer(self: &Arc<Self>, st: &mut State, generation: u64, events: Vec<(Instant, Step)>) {
-        if let Some(old) = st.timer.take() {
-            old.abort();
+    /// Gives the timer task a new schedule: the steps of `generation`, in order. The task is
+    /// long-lived (one per cache, not one per token, so that a new token costs no spawn); it is
+    /// spawned on the first schedule, and again if the runtime it ran on has gone.
+    fn set_timer(self: &Arc<Self>, st: &mut State, generation: u64, events: Events) {
+        let schedule = Schedule { generation, events };
+        if let Some(timer) = st.timer.as_ref().filter(|t| !t.task.is_finished()) {
+            timer.schedule.send_replace(schedule);
+            return;
         }
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let weak = Arc::downgrade(self);
-        let task = handle.spawn(async move {
-            for (at, step) in events {
-                tokio::time::sleep_until(at).await;
-                let Some(cache) = weak.upgrade() else { return };
-                cache.step(generation, step);
-            }
+        let (tx, rx) = watch::channel(schedule);
+        let task = handle.spawn(run_timer(Arc::downgrade(self), rx));
+        st.timer = Some(Timer {
+            schedule: tx,
+            task: task.abort_handle(),
         });
-        st.timer = Some(task.abort_handle());
     }
 
     fn step(&self, generation: u64, step: Step) {
@@ -457,7 +455,7 @@ impl Drop for Cache {
             flight.task.abort();
         }
         if let Some(timer) = st.timer.take() {
-            timer.abort();
+            timer.task.abort();
         }
     }
 }
@@ -483,6 +481,46 @@ enum Step {
     Stale,
     /// The server rejected the token: requests go to the slow path.
     Rejected,
+}
+
+/// Up to two timed steps, in order.
+type Events = [Option<(Instant, Step)>; 2];
+
+/// What the timer task is to do: move `generation`'s phase at the given instants.
+#[derive(Clone, Copy, Debug)]
+struct Schedule {
+    generation: u64,
+    events: Events,
+}
+
+/// The cache's timer task, and how to give it a new schedule.
+struct Timer {
+    schedule: watch::Sender<Schedule>,
+    task: AbortHandle,
+}
+
+/// The timer task: runs each schedule's steps at their instants; a new schedule replaces the
+/// current one at once. Ends when the cache is dropped (the sender goes with it).
+async fn run_timer(cache: Weak<Cache>, mut rx: watch::Receiver<Schedule>) {
+    'schedules: loop {
+        let schedule = *rx.borrow_and_update();
+        for (at, step) in schedule.events.into_iter().flatten() {
+            match tokio::time::timeout_at(at, rx.changed()).await {
+                // A new schedule.
+                Ok(Ok(())) => continue 'schedules,
+                // The cache is gone.
+                Ok(Err(_)) => return,
+                // The instant came.
+                Err(_) => match cache.upgrade() {
+                    Some(cache) => cache.step(schedule.generation, step),
+                    None => return,
+                },
+            }
+        }
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 fn wait(mut rx: watch::Receiver<Option<Outcome>>) -> TokenWait {

@@ -217,9 +217,10 @@ fn a_full_body_costs_its_recording_and_no_more() {
         kero - floor
     );
     // Two: the slot where the finished recording is published for the response future (an
-    // `Arc<Mutex<Option<Recorded>>>`, made when the body is wrapped), and the first growth of the
-    // recording's `VecDeque<Bytes>` (capacity 4) when the one chunk is recorded. The chunk itself
-    // is a clone of a shared `Bytes`: a reference count, no allocation.
+    // `Arc<Mutex<Option<Recorded>>>`, made when the body is wrapped), and the recording's
+    // `VecDeque<Bytes>`, sized when the one chunk is recorded (one slot: the body announced
+    // 1 KiB and the chunk is 1 KiB). The chunk itself is a clone of a shared `Bytes`: a
+    // reference count, no allocation.
     assert_eq!(kero - floor, 2);
 }
 
@@ -235,12 +236,12 @@ fn a_streamed_body_costs_a_bounded_recording() {
         );
         extra.push((chunks, kero - floor));
     }
-    // The slot (1), plus the recording's `VecDeque` growing by doubling: capacity 4 on the first
-    // chunk, then 8, 16, 32, 64 as chunks 5, 9, 17 and 33 arrive. So 2 allocations up to 4
-    // chunks, and one more each time the number of chunks doubles past that: 1 + ⌈log2(n/4)⌉ + 1.
-    // The count depends on the number of chunks, never on the bytes (chunks are shared, not
-    // copied), and is capped by the replay limit (64 KiB), past which the recording is dropped.
-    assert_eq!(extra, [(1, 2), (4, 2), (5, 3), (16, 4), (64, 6)]);
+    // The slot (1), plus the recording's `VecDeque`, sized at the first chunk: these bodies
+    // announce no length, so 16 slots are reserved (1). Up to 16 chunks, then, 2 allocations;
+    // past that the deque grows by doubling (32, 64: one more each). The count depends on the
+    // number of chunks, never on the bytes (chunks are shared, not copied), and is capped by the
+    // replay limit (64 KiB), past which the recording is dropped.
+    assert_eq!(extra, [(1, 2), (4, 2), (5, 2), (16, 2), (64, 4)]);
 }
 
 #[test]
@@ -260,6 +261,6 @@ fn owned_chunks_cost_one_more_allocation_each() {
          {floor}, extra {}",
         kero - floor
     );
-    // As for 16 shared chunks (4), plus one per chunk (16).
-    assert_eq!(kero - floor, 4 + 16);
+    // As for 16 shared chunks (2), plus one per chunk (16).
+    assert_eq!(kero - floor, 2 + 16);
 }

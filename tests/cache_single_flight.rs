@@ -297,6 +297,31 @@ async fn nothing_keeps_running_after_the_last_service_is_dropped() {
     );
 }
 
+#[tokio::test(start_paused = true)]
+async fn no_task_of_ours_outlives_the_layer() {
+    let metrics = tokio::runtime::Handle::current().metrics();
+    let before = metrics.num_alive_tasks();
+    let src = CountingSource::new(Duration::from_secs(3600));
+    let layer = layer(&src);
+    let svc = layer.layer(ok_inner());
+    // Two generations: the timer task is made for the first and given the second's schedule.
+    svc.clone().oneshot(req()).await.unwrap();
+    tokio::time::advance(Duration::from_secs(3600)).await;
+    svc.clone().oneshot(req()).await.unwrap();
+    assert_eq!(src.fetches(), 2);
+    assert_eq!(
+        metrics.num_alive_tasks(),
+        before + 1,
+        "one timer task while the layer lives, and nothing else"
+    );
+    drop(svc);
+    drop(layer);
+    for _ in 0..3 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(metrics.num_alive_tasks(), before, "a task outlived the layer");
+}
+
 #[test]
 fn public_types_are_send_and_sync() {
     fn send_sync<T: Send + Sync>() {}

@@ -241,3 +241,53 @@ pub fn human(ns: f64) -> String {
         format!("{:.2} ms", ns / 1e6)
     }
 }
+
+/// Runs every variant `rounds` times in turn, `iters` iterations each time, and prints the
+/// median time per iteration of each, with its ratio to each of `baselines`.
+///
+/// Criterion measures one function after the other; on a shared 2-core machine the drift
+/// between two measurements can be larger than the differences looked for. Interleaving puts
+/// every variant under the same conditions, round by round.
+pub fn interleaved(
+    title: &str,
+    rounds: usize,
+    iters: u64,
+    variants: &mut [(&str, &mut Box<dyn FnMut(u64) -> Duration + '_>)],
+    baselines: &[&str],
+) {
+    let mut times: Vec<Vec<f64>> = vec![Vec::with_capacity(rounds); variants.len()];
+    for (_, run) in variants.iter_mut() {
+        run(iters.div_ceil(10)); // warm-up
+    }
+    for _ in 0..rounds {
+        for (i, (_, run)) in variants.iter_mut().enumerate() {
+            times[i].push(run(iters).as_nanos() as f64 / iters as f64);
+        }
+    }
+    let medians: Vec<f64> = times
+        .iter_mut()
+        .map(|v| {
+            v.sort_by(|a, b| a.total_cmp(b));
+            v[v.len() / 2]
+        })
+        .collect();
+    let base: Vec<(&str, f64)> = baselines
+        .iter()
+        .filter_map(|b| {
+            let i = variants.iter().position(|(n, _)| n == b)?;
+            Some((*b, medians[i]))
+        })
+        .collect();
+    print!("\n| {title}, interleaved ({rounds} rounds × {iters}) | median |");
+    for (b, _) in &base {
+        print!(" ÷ {b} |");
+    }
+    println!("\n|---|---:|{}", "---:|".repeat(base.len()));
+    for ((name, _), m) in variants.iter().zip(&medians) {
+        print!("| {name} | {} |", human(*m));
+        for (_, b) in &base {
+            print!(" {:.3}× |", m / b);
+        }
+        println!();
+    }
+}
