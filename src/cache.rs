@@ -397,7 +397,11 @@ impl Cache {
             return;
         };
         let retry = (retry_at < cur.stale_at).then_some((retry_at, Step::Retry));
-        self.set_timer(st, cur.generation, [retry, Some((cur.stale_at, Step::Stale))]);
+        self.set_timer(
+            st,
+            cur.generation,
+            [retry, Some((cur.stale_at, Step::Stale))],
+        );
     }
 
     /// Gives the timer task a new schedule: the steps of `generation`, in order. The task is

@@ -55,6 +55,7 @@ impl AuthFailureClassifier {
     }
 
     /// Whether a response with this status and these headers is an authentication failure.
+    #[inline]
     pub fn is_auth_failure(&self, status: StatusCode, headers: &HeaderMap) -> bool {
         match &self.0 {
             Kind::Unauthorized => status == StatusCode::UNAUTHORIZED,

@@ -146,7 +146,90 @@ where
 {
     type Output = Result<Response<ResB>, BoxError>;
 
+    #[inline]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // The one state a request with a fresh token sees, kept apart from the others so that it
+        // compiles to a small function.
+        let this = self.as_mut().project();
+        if let StateProj::Sending { fut } = this.state.project() {
+            let res = ready!(fut.poll(cx)).map_err(Into::into)?;
+            if !is_auth_failure(this.local, &res) {
+                return Poll::Ready(Ok(res));
+            }
+            return self.rejected(res, cx);
+        }
+        self.drive(cx)
+    }
+}
+
+/// Whether `res` says the token it was sent with was not accepted.
+#[inline]
+fn is_auth_failure<S, ResB>(local: &Option<Arc<Local<S>>>, res: &Response<ResB>) -> bool {
+    local.as_ref().is_some_and(|local| {
+        local
+            .cache
+            .config
+            .classifier
+            .is_auth_failure(res.status(), res.headers())
+    })
+}
+
+impl<S, ReqB, ResB> ResponseFuture<S, ReqB, ResB>
+where
+    S: Service<Request<ReplayBody<ReqB>>, Response = Response<ResB>> + Clone,
+    S::Error: Into<BoxError>,
+    ReqB: Body,
+    ResB: Body,
+{
+    /// The first send was rejected: renew the token and replay, or give the rejection back.
+    #[cold]
+    #[inline(never)]
+    fn rejected(
+        mut self: Pin<&mut Self>,
+        res: Response<ResB>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Response<ResB>, BoxError>> {
+        match self.as_mut().on_rejection(res) {
+            Some(done) => done,
+            None => self.drive(cx),
+        }
+    }
+
+    /// Moves to renewing if the request can be replayed (`None`); else the rejection goes back
+    /// to the caller as is, and the requests that follow get a new token.
+    fn on_rejection(
+        self: Pin<&mut Self>,
+        res: Response<ResB>,
+    ) -> Option<Poll<Result<Response<ResB>, BoxError>>> {
+        let mut this = self.project();
+        let Some(local) = this.local.as_ref() else {
+            return Some(Poll::Ready(Ok(res)));
+        };
+        let (cache, generation) = (&local.cache, local.generation);
+        let Some(body) = this.replay.as_ref().and_then(|r| r.body.take()) else {
+            let _ = cache.obtain(generation);
+            return Some(Poll::Ready(Ok(res)));
+        };
+        tracing::debug!(
+            generation,
+            "kero-auth: request rejected, renewing the token"
+        );
+        let token = cache.obtain(generation);
+        this.state.set(State::Renewing {
+            rejected: Some(res.into_body()),
+            drained: 0,
+            token: Some(token),
+            body: Some(body),
+        });
+        None
+    }
+
+    /// Every state but a first send in progress: waiting for a token, renewing, replaying.
+    #[inline(never)]
+    fn drive(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Response<ResB>, BoxError>> {
         loop {
             let mut this = self.as_mut().project();
             match this.state.as_mut().project() {
@@ -179,35 +262,12 @@ where
                 }
                 StateProj::Sending { fut } => {
                     let res = ready!(fut.poll(cx)).map_err(Into::into)?;
-                    let Some(local) = this.local.as_ref() else {
-                        return Poll::Ready(Ok(res));
-                    };
-                    let (cache, generation) = (&local.cache, local.generation);
-                    if !cache
-                        .config
-                        .classifier
-                        .is_auth_failure(res.status(), res.headers())
-                    {
+                    if !is_auth_failure(this.local, &res) {
                         return Poll::Ready(Ok(res));
                     }
-                    let body = this.replay.as_ref().and_then(|r| r.body.take());
-                    let Some(body) = body else {
-                        // Not replayable: the caller gets the rejection as is, and the requests
-                        // that follow get a new token.
-                        let _ = cache.obtain(generation);
-                        return Poll::Ready(Ok(res));
-                    };
-                    tracing::debug!(
-                        generation,
-                        "kero-auth: request rejected, renewing the token"
-                    );
-                    let token = cache.obtain(generation);
-                    this.state.set(State::Renewing {
-                        rejected: Some(res.into_body()),
-                        drained: 0,
-                        token: Some(token),
-                        body: Some(body),
-                    });
+                    if let Some(done) = self.as_mut().on_rejection(res) {
+                        return done;
+                    }
                 }
                 StateProj::Renewing {
                     mut rejected,

@@ -9,6 +9,7 @@ use std::mem;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
+use http::request::Parts;
 use http::{Extensions, HeaderMap, HeaderValue, Method, Request, Response, Uri, Version};
 use http_body::Body;
 use tower_service::Service;
@@ -146,7 +147,9 @@ where
     }
 
     #[inline]
-    fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
+    fn call(&mut self, req: Request<ReqB>) -> Self::Future {
+        // Taken apart once, here: every move of a request (over 200 bytes) is a copy.
+        let (mut parts, body) = req.into_parts();
         let stamp = self.cache.stamp();
         let phase = Cache::phase(stamp);
         if phase != STALE {
@@ -164,16 +167,15 @@ where
                 let limit = config.replay_limit;
                 // The head is saved before the token goes in, and only if the body can be
                 // replayed.
-                let mut replay = if ReplayBody::can_replay(req.body(), limit) {
+                let mut replay = if ReplayBody::can_replay(&body, limit) {
                     Some(Replay {
-                        head: Head::of(&req),
+                        head: Head::of(&parts),
                         body: Replayable::Empty,
                     })
                 } else {
                     None
                 };
-                req.headers_mut().insert(config.header_name.clone(), header);
-                let (parts, body) = req.into_parts();
+                parts.headers.insert(config.header_name.clone(), header);
                 let (body, replayable) = ReplayBody::new(body, limit);
                 let fut = self.inner.call(Request::from_parts(parts, body));
                 match (&mut replay, replayable) {
@@ -183,7 +185,7 @@ where
                 return ResponseFuture::sending(fut, local, replay);
             }
         }
-        self.call_slow(req)
+        self.call_slow(Request::from_parts(parts, body))
     }
 }
 
@@ -239,18 +241,18 @@ struct Head {
 
 impl Head {
     #[inline(always)]
-    fn of<B>(req: &Request<B>) -> Self {
+    fn of(parts: &Parts) -> Self {
         Head {
-            method: req.method().clone(),
-            uri: req.uri().clone(),
-            version: req.version(),
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            version: parts.version,
             // An empty map is made, not cloned: cloning walks its (empty) tables.
-            headers: if req.headers().is_empty() {
+            headers: if parts.headers.is_empty() {
                 HeaderMap::new()
             } else {
-                req.headers().clone()
+                parts.headers.clone()
             },
-            extensions: req.extensions().clone(),
+            extensions: parts.extensions.clone(),
         }
     }
 }
@@ -275,19 +277,20 @@ impl Replay {
     }
 }
 
-/// Adds the token header, wraps the body, and saves what a replay would need.
-#[inline(always)]
+/// Adds the token header, wraps the body, and saves what a replay would need (off the hot path,
+/// which does the same in place).
 pub(crate) fn prepare<B: Body>(
-    mut req: Request<B>,
+    req: Request<B>,
     cache: &Cache,
     header: HeaderValue,
 ) -> (Request<ReplayBody<B>>, Option<Replay>) {
     let limit = cache.config.replay_limit;
+    let (mut parts, body) = req.into_parts();
     // The head is saved before the token goes in, and only if the body can be replayed.
-    let head = ReplayBody::can_replay(req.body(), limit).then(|| Head::of(&req));
-    req.headers_mut()
+    let head = ReplayBody::can_replay(&body, limit).then(|| Head::of(&parts));
+    parts
+        .headers
         .insert(cache.config.header_name.clone(), header);
-    let (parts, body) = req.into_parts();
     let (body, replayable) = ReplayBody::new(body, limit);
     let replay = match (head, replayable) {
         (Some(head), Some(body)) => Some(Replay { head, body }),

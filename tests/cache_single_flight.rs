@@ -319,7 +319,11 @@ async fn no_task_of_ours_outlives_the_layer() {
     for _ in 0..3 {
         tokio::task::yield_now().await;
     }
-    assert_eq!(metrics.num_alive_tasks(), before, "a task outlived the layer");
+    assert_eq!(
+        metrics.num_alive_tasks(),
+        before,
+        "a task outlived the layer"
+    );
 }
 
 #[test]

@@ -1,0 +1,101 @@
+//! A harness for profiling the fresh-token hot path with `valgrind --tool=callgrind` or `perf`,
+//! where criterion's own machinery would drown the few hundred instructions looked at.
+//!
+//! ```text
+//! cargo build --release --example hot_path_profile
+//! # instructions per call: run twice and subtract (set-up is the same in both runs)
+//! valgrind --tool=callgrind target/release/examples/hot_path_profile kero 1000
+//! valgrind --tool=callgrind target/release/examples/hot_path_profile kero 11000
+//! # quick interleaved timing of the three variants
+//! target/release/examples/hot_path_profile time 100000
+//! ```
+//!
+//! Variants: `floor` (tower-http's `SetRequestHeader`, same 600-byte sensitive value), `kero`
+//! (the layer, defaults), `bare` (the layer with replay disabled), `time` (all three, interleaved).
+
+#[path = "../benches/support/mod.rs"]
+mod support;
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::Empty;
+use support::*;
+use tower::{Layer, Service, ServiceExt};
+use tower_http::set_header::SetRequestHeaderLayer;
+
+/// `n` requests with an empty body, one after the other, without a runtime.
+#[inline(never)]
+fn run<S: Service<Request<Empty<Bytes>>>>(svc: &mut S, n: u32)
+where
+    S::Error: std::fmt::Debug,
+{
+    for _ in 0..n {
+        call_now(svc, Request::new(Empty::new()));
+    }
+}
+
+/// Nanoseconds per request over `n` requests.
+fn time<S: Service<Request<Empty<Bytes>>>>(svc: &mut S, n: u32) -> f64
+where
+    S::Error: std::fmt::Debug,
+{
+    let start = std::time::Instant::now();
+    run(svc, n);
+    start.elapsed().as_nanos() as f64 / f64::from(n)
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let (Some(which), Some(n)) = (args.next(), args.next().and_then(|n| n.parse().ok())) else {
+        eprintln!("usage: hot_path_profile floor|kero|bare|time <requests>");
+        std::process::exit(2);
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // A service of the layer, its token fetched and this clone's copy of it made.
+    let warmed = |replay: bool| {
+        let layer = if replay {
+            fresh_layer()
+        } else {
+            fresh_layer_builder().replay_limit(0).build()
+        };
+        let mut svc = layer.layer(Noop);
+        rt.block_on(svc.clone().oneshot(Request::new(Empty::<Bytes>::new())))
+            .unwrap();
+        call_now(&mut svc, Request::new(Empty::<Bytes>::new()));
+        svc
+    };
+    let mut floor = SetRequestHeaderLayer::overriding(TOKEN_HEADER, sensitive_value()).layer(Noop);
+    match which.as_str() {
+        "floor" => run(&mut floor, n),
+        "kero" => run(&mut warmed(true), n),
+        "bare" => run(&mut warmed(false), n),
+        "time" => {
+            let (mut kero, mut bare) = (warmed(true), warmed(false));
+            let mut t = [Vec::new(), Vec::new(), Vec::new()];
+            for _ in 0..31 {
+                t[0].push(time(&mut floor, n));
+                t[1].push(time(&mut kero, n));
+                t[2].push(time(&mut bare, n));
+            }
+            let m: Vec<f64> = t
+                .iter_mut()
+                .map(|v| {
+                    v.sort_by(|a, b| a.total_cmp(b));
+                    v[v.len() / 2]
+                })
+                .collect();
+            println!(
+                "floor {:.1} ns, kero {:.1} ns ({:.3}×), bare {:.1} ns ({:.3}×)",
+                m[0],
+                m[1],
+                m[1] / m[0],
+                m[2],
+                m[2] / m[0]
+            );
+        }
+        other => panic!("unknown variant {other}"),
+    }
+}
