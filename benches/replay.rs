@@ -106,9 +106,6 @@ where
     }
 }
 
-/// One way of getting a request through a revocation: runs `iters` of them, returns the time.
-type Runner<'a> = Box<dyn FnMut(u64) -> Duration + 'a>;
-
 /// By hand: send, 401, (fetch,) build the request again with the new token, send.
 fn by_hand<'a>(rt: &'a Runtime, data: &'a Bytes, fetch: bool, spawned: bool) -> Runner<'a> {
     let server = Server {

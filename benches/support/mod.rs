@@ -242,6 +242,10 @@ pub fn human(ns: f64) -> String {
     }
 }
 
+/// One variant of an interleaved comparison: runs the given number of iterations, returns the
+/// time they took.
+pub type Runner<'a> = Box<dyn FnMut(u64) -> Duration + 'a>;
+
 /// Runs every variant `rounds` times in turn, `iters` iterations each time, and prints the
 /// median time per iteration of each, with its ratio to each of `baselines`.
 ///
@@ -252,7 +256,7 @@ pub fn interleaved(
     title: &str,
     rounds: usize,
     iters: u64,
-    variants: &mut [(&str, &mut Box<dyn FnMut(u64) -> Duration + '_>)],
+    variants: &mut [(&str, &mut Runner<'_>)],
     baselines: &[&str],
 ) {
     let mut times: Vec<Vec<f64>> = vec![Vec::with_capacity(rounds); variants.len()];
