@@ -144,6 +144,7 @@ fn contention(c: &mut Criterion) {
     rt.block_on(kero.clone().oneshot(Request::new(Empty::<Bytes>::new())))
         .unwrap();
     group(c, "kero_auth", &rt, kero.clone());
+
     assert_eq!(
         kero.stats().fetches,
         1,

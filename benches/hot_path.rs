@@ -15,7 +15,7 @@
 
 mod support;
 
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use criterion::{criterion_group, BatchSize, Criterion};
@@ -108,58 +108,52 @@ fn main() {
         report(g, &FUNCTIONS, "set_request_header", since);
     }
     if !std::env::args().any(|a| a == "--test" || a == "--list") {
-        interleaved();
+        interleave("hot_path_empty", Empty::<Bytes>::new());
+        interleave("hot_path_full_1k", Full::new(Bytes::from(vec![b'x'; 1024])));
     }
 }
 
-/// The empty-body comparison again, interleaved: criterion measures one function after the
-/// other, and on a noisy 2-core machine the drift between them can exceed the 5% looked for.
-/// Each round times every variant once, in turn; the medians of the rounds are compared.
-fn interleaved() {
-    const ROUNDS: usize = 21;
-    const CALLS: u32 = 200_000;
-    fn time<S: tower::Service<Request<Empty<Bytes>>>>(svc: &mut S) -> f64
+/// The same comparison, interleaved (see `support::interleaved`): the request is built inside
+/// the timed loop here, the same for every variant.
+fn interleave<B>(title: &str, body: B)
+where
+    B: Body<Data = Bytes, Error = std::convert::Infallible> + Clone + Send + Unpin + 'static,
+{
+    fn runner<'a, S, B>(mut svc: S, body: &'a B) -> Runner<'a>
     where
+        S: tower::Service<Request<B>> + 'a,
         S::Error: std::fmt::Debug,
+        B: Clone,
     {
-        let start = std::time::Instant::now();
-        for _ in 0..CALLS {
-            call_now(svc, Request::new(Empty::new()));
-        }
-        start.elapsed().as_nanos() as f64 / f64::from(CALLS)
+        Box::new(move |iters| {
+            let start = Instant::now();
+            for _ in 0..iters {
+                call_now(&mut svc, Request::new(body.clone()));
+            }
+            start.elapsed()
+        })
     }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let mut floor = SetRequestHeaderLayer::overriding(TOKEN_HEADER, sensitive_value()).layer(Noop);
-    let mut kero = fresh_layer().layer(Noop);
-    let mut bare = fresh_layer_builder().replay_limit(0).build().layer(Noop);
-    for svc in [&mut kero, &mut bare] {
-        rt.block_on(svc.clone().oneshot(Request::new(Empty::<Bytes>::new())))
+    let warmed = |layer: kero_auth::KeroAuthLayer| {
+        let mut svc = layer.layer(Noop);
+        rt.block_on(svc.clone().oneshot(Request::new(body.clone())))
             .unwrap();
-        call_now(svc, Request::new(Empty::<Bytes>::new()));
-    }
-    let (mut f, mut k, mut b) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..ROUNDS {
-        f.push(time(&mut floor));
-        k.push(time(&mut kero));
-        b.push(time(&mut bare));
-    }
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(|a, b| a.total_cmp(b));
-        v[v.len() / 2]
+        call_now(&mut svc, Request::new(body.clone()));
+        svc
     };
-    let (f, k, b) = (median(&mut f), median(&mut k), median(&mut b));
-    println!(
-        "\n| hot_path_empty, interleaved ({ROUNDS} rounds × {CALLS} calls, request built in the loop) | median | ÷ set_request_header |"
-    );
-    println!("|---|---:|---:|");
-    for (name, t) in [
-        ("set_request_header", f),
-        ("kero_auth", k),
-        ("kero_auth_no_replay", b),
-    ] {
-        println!("| {name} | {} | {:.3}× |", human(t), t / f);
-    }
+    let mut runs = vec![
+        runner(Noop, &body),
+        runner(
+            SetRequestHeaderLayer::overriding(TOKEN_HEADER, sensitive_value()).layer(Noop),
+            &body,
+        ),
+        runner(NaiveAuthLayer::new(token("tok-1")).layer(Noop), &body),
+        runner(warmed(fresh_layer()), &body),
+        runner(warmed(fresh_layer_builder().replay_limit(0).build()), &body),
+    ];
+    let mut variants: Vec<(&str, &mut Runner<'_>)> = FUNCTIONS.into_iter().zip(&mut runs).collect();
+    interleaved(title, 21, 200_000, &mut variants, &["set_request_header"]);
 }

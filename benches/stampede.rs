@@ -102,6 +102,46 @@ fn stampede(c: &mut Criterion) {
     });
 
     g.finish();
+
+    // The same, interleaved (see `support::interleaved`).
+    if !std::env::args().any(|a| a == "--test" || a == "--list") {
+        let fetches = Arc::new(AtomicU64::new(0));
+        let fresh = slow_layer(fetches.clone()).layer(Noop);
+        rt.block_on(fresh.clone().oneshot(Request::new(Empty::<Bytes>::new())))
+            .unwrap();
+        let rt = &rt;
+        let mut runs: Vec<Runner<'_>> = vec![
+            Box::new(move |iters| {
+                rt.block_on(async {
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        tokio::time::sleep(FETCH).await;
+                        burst(&fresh).await;
+                    }
+                    start.elapsed()
+                })
+            }),
+            Box::new(move |iters| {
+                rt.block_on(async {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        let fetches = Arc::new(AtomicU64::new(0));
+                        let svc = slow_layer(fetches.clone()).layer(Noop);
+                        let start = Instant::now();
+                        burst(&svc).await;
+                        total += start.elapsed();
+                        assert_eq!(fetches.load(Ordering::Relaxed), 1);
+                    }
+                    total
+                })
+            }),
+        ];
+        let mut variants: Vec<(&str, &mut Runner<'_>)> = ["sleep_then_fresh", "empty_cache"]
+            .into_iter()
+            .zip(&mut runs)
+            .collect();
+        interleaved("stampede", 15, 2, &mut variants, &["sleep_then_fresh"]);
+    }
 }
 
 criterion_group! {

@@ -52,6 +52,10 @@ pin_project! {
 /// What was recorded of a body that was sent to its end.
 #[derive(Debug, Default)]
 pub(crate) struct Recorded {
+    /// The first chunk, kept inline: a body of one chunk (a `Full` body, most bodies) costs no
+    /// allocation for its recording beyond the slot it is published in.
+    first: Option<Bytes>,
+    /// The chunks after the first.
     chunks: VecDeque<Bytes>,
     /// Boxed: trailers are rare, and the recording lives inline in every recorded request's body.
     trailers: Option<Box<HeaderMap>>,
@@ -172,14 +176,20 @@ impl Recorder {
         }
         self.recorded.remaining += len;
         if !chunk.is_empty() {
+            if self.recorded.first.is_none() {
+                self.recorded.first = Some(chunk.clone());
+                return true;
+            }
             let chunks = &mut self.recorded.chunks;
             if chunks.capacity() == 0 {
-                // Sized once, from the first chunk: as many slots as the announced length takes
-                // in chunks of this size, or (length unknown) a few, rather than grown by
-                // doubling (a reallocation and a copy each time).
+                // Sized once, at the second chunk: as many slots as the rest of the announced
+                // length takes in chunks of this size, or (length unknown) a few, rather than
+                // grown by doubling (a reallocation and a copy each time).
                 let expected = match self.hint {
                     0 => CHUNKS_RESERVED,
-                    hint => hint.div_ceil(len).clamp(1, CHUNKS_RESERVED),
+                    hint => (hint.saturating_sub(self.recorded.remaining - len))
+                        .div_ceil(len)
+                        .clamp(1, CHUNKS_RESERVED),
                 };
                 chunks.reserve_exact(expected as usize);
             }
@@ -248,7 +258,11 @@ where
                 Poll::Ready(Some(Ok(frame)))
             }
             StateProj::Replay { recorded } => {
-                if let Some(chunk) = recorded.chunks.pop_front() {
+                if let Some(chunk) = recorded
+                    .first
+                    .take()
+                    .or_else(|| recorded.chunks.pop_front())
+                {
                     recorded.remaining -= chunk.len() as u64;
                     return Poll::Ready(Some(Ok(Frame::data(chunk))));
                 }
@@ -260,7 +274,11 @@ where
     fn is_end_stream(&self) -> bool {
         match &self.state {
             State::Streaming { inner, .. } => inner.is_end_stream(),
-            State::Replay { recorded } => recorded.chunks.is_empty() && recorded.trailers.is_none(),
+            State::Replay { recorded } => {
+                recorded.first.is_none()
+                    && recorded.chunks.is_empty()
+                    && recorded.trailers.is_none()
+            }
         }
     }
 

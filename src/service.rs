@@ -235,7 +235,8 @@ struct Head {
     method: Method,
     uri: Uri,
     version: Version,
-    headers: HeaderMap,
+    /// `None` for a request without headers of its own: nothing to make, nothing to drop.
+    headers: Option<HeaderMap>,
     extensions: Extensions,
 }
 
@@ -246,12 +247,7 @@ impl Head {
             method: parts.method.clone(),
             uri: parts.uri.clone(),
             version: parts.version,
-            // An empty map is made, not cloned: cloning walks its (empty) tables.
-            headers: if parts.headers.is_empty() {
-                HeaderMap::new()
-            } else {
-                parts.headers.clone()
-            },
+            headers: (!parts.headers.is_empty()).then(|| parts.headers.clone()),
             extensions: parts.extensions.clone(),
         }
     }
@@ -269,7 +265,9 @@ impl Replay {
         *req.method_mut() = self.head.method;
         *req.uri_mut() = self.head.uri;
         *req.version_mut() = self.head.version;
-        *req.headers_mut() = self.head.headers;
+        if let Some(headers) = self.head.headers {
+            *req.headers_mut() = headers;
+        }
         *req.extensions_mut() = self.head.extensions;
         req.headers_mut()
             .insert(cache.config.header_name.clone(), header);

@@ -216,12 +216,11 @@ fn a_full_body_costs_its_recording_and_no_more() {
         "Full 1 KiB: kero_auth {kero} allocations per call, SetRequestHeader {floor}, extra {}",
         kero - floor
     );
-    // Two: the slot where the finished recording is published for the response future (an
-    // `Arc<Mutex<Option<Recorded>>>`, made when the body is wrapped), and the recording's
-    // `VecDeque<Bytes>`, sized when the one chunk is recorded (one slot: the body announced
-    // 1 KiB and the chunk is 1 KiB). The chunk itself is a clone of a shared `Bytes`: a
-    // reference count, no allocation.
-    assert_eq!(kero - floor, 2);
+    // One: the slot where the finished recording is published for the response future (an
+    // `Arc<Mutex<Option<Recorded>>>`, made when the body is wrapped). The one chunk is kept
+    // inline in the recording, and it is a clone of a shared `Bytes`: a reference count, no
+    // allocation.
+    assert_eq!(kero - floor, 1);
 }
 
 #[test]
@@ -236,12 +235,13 @@ fn a_streamed_body_costs_a_bounded_recording() {
         );
         extra.push((chunks, kero - floor));
     }
-    // The slot (1), plus the recording's `VecDeque`, sized at the first chunk: these bodies
-    // announce no length, so 16 slots are reserved (1). Up to 16 chunks, then, 2 allocations;
-    // past that the deque grows by doubling (32, 64: one more each). The count depends on the
-    // number of chunks, never on the bytes (chunks are shared, not copied), and is capped by the
-    // replay limit (64 KiB), past which the recording is dropped.
-    assert_eq!(extra, [(1, 2), (4, 2), (5, 2), (16, 2), (64, 4)]);
+    // The slot (1). The first chunk is kept inline; the others go to a `VecDeque`, sized at the
+    // second chunk: these bodies announce no length, so 16 slots are reserved (1). Up to 17
+    // chunks, then, 2 allocations; past that the deque grows by doubling (32, 64: one more
+    // each). The count depends on the number of chunks, never on the bytes (chunks are shared,
+    // not copied), and is capped by the replay limit (64 KiB), past which the recording is
+    // dropped.
+    assert_eq!(extra, [(1, 1), (4, 2), (5, 2), (16, 2), (64, 4)]);
 }
 
 #[test]
