@@ -4,7 +4,9 @@
 //! - `no_layer`: the client alone (its requests carry no token: 600 bytes fewer on the wire);
 //! - `set_request_header`: the client behind tower-http's `SetRequestHeader` with the same
 //!   600-byte token (the floor: same bytes on the wire as `kero_auth`);
-//! - `kero_auth`: the client behind the layer, token fresh.
+//! - `kero_auth`: the client behind the layer, token fresh;
+//! - `kero_auth_no_replay` (interleaved run only): the same with replay disabled, which saves
+//!   no request head: what the replay machinery costs end to end.
 //!
 //! The time is per request (wall time of a run ÷ its requests); throughput is its inverse.
 //! Goal: throughput of `kero_auth` ≥ 0.98 × that of `no_layer` (time ratio ≤ 1/0.98 ≈ 1.020).
@@ -92,10 +94,9 @@ where
     start.elapsed()
 }
 
-/// One variant under test: its clones, and its time per request in each interleaved round.
+/// One variant under test: its service clones, kept from run to run.
 struct Variant<S> {
     clones: Vec<S>,
-    rounds: Vec<f64>,
 }
 
 impl<S> Variant<S>
@@ -105,14 +106,8 @@ where
     fn new(svc: S) -> Self {
         Variant {
             clones: (0..IN_FLIGHT).map(|_| svc.clone()).collect(),
-            rounds: Vec::new(),
         }
     }
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
 }
 
 fn end_to_end(c: &mut Criterion) {
@@ -136,12 +131,15 @@ fn end_to_end(c: &mut Criterion) {
     );
     let layer = fresh_layer();
     let mut kero = Variant::new(layer.layer(client(()).build_http()));
+    let bare_layer = fresh_layer_builder().replay_limit(0).build();
+    let mut bare = Variant::new(bare_layer.layer(client(()).build_http()));
 
     // Opens the connections, gets the token, and makes each clone's first call.
     rt.block_on(async {
         run(&mut plain.clones, &uri, 4 * IN_FLIGHT as u64).await;
         run(&mut floor.clones, &uri, 4 * IN_FLIGHT as u64).await;
         run(&mut kero.clones, &uri, 4 * IN_FLIGHT as u64).await;
+        run(&mut bare.clones, &uri, 4 * IN_FLIGHT as u64).await;
     });
 
     let mut g = c.benchmark_group("end_to_end");
@@ -157,40 +155,32 @@ fn end_to_end(c: &mut Criterion) {
     });
     g.finish();
 
-    // The same comparison interleaved: criterion measures one function after the other, and on
-    // a noisy 2-core machine the drift between them is larger than the 2% looked for. Here
-    // each round runs every variant once, in turn, and the medians of the rounds are compared.
+    // The same comparison interleaved (see `support::interleaved`), in short rounds: the time
+    // ratio `r` of a variant to `no_layer` is a throughput ratio of `1 / r`.
     if !std::env::args().any(|a| a == "--test" || a == "--list") {
-        const ROUNDS: usize = 15;
-        const PER_ROUND: u64 = 16_000;
-        rt.block_on(async {
-            for _ in 0..ROUNDS {
-                let per = |d: Duration| d.as_nanos() as f64 / PER_ROUND as f64;
-                plain
-                    .rounds
-                    .push(per(run(&mut plain.clones, &uri, PER_ROUND).await));
-                floor
-                    .rounds
-                    .push(per(run(&mut floor.clones, &uri, PER_ROUND).await));
-                kero.rounds
-                    .push(per(run(&mut kero.clones, &uri, PER_ROUND).await));
-            }
-        });
-        let (p, f, k) = (
-            median(&mut plain.rounds),
-            median(&mut floor.rounds),
-            median(&mut kero.rounds),
+        let (rt, uri) = (&rt, &uri);
+        let mut runs: Vec<Runner<'_>> = vec![
+            Box::new(|iters| rt.block_on(run(&mut plain.clones, uri, iters))),
+            Box::new(|iters| rt.block_on(run(&mut floor.clones, uri, iters))),
+            Box::new(|iters| rt.block_on(run(&mut kero.clones, uri, iters))),
+            Box::new(|iters| rt.block_on(run(&mut bare.clones, uri, iters))),
+        ];
+        let mut variants: Vec<(&str, &mut Runner<'_>)> = [
+            "no_layer",
+            "set_request_header",
+            "kero_auth",
+            "kero_auth_no_replay",
+        ]
+        .into_iter()
+        .zip(&mut runs)
+        .collect();
+        interleaved(
+            "end_to_end",
+            41,
+            5_000,
+            &mut variants,
+            &["no_layer", "set_request_header"],
         );
-        println!("\n| end_to_end, interleaved ({ROUNDS} rounds × {PER_ROUND} requests) | median per request | throughput | ÷ no_layer (throughput) |");
-        println!("|---|---:|---:|---:|");
-        for (name, t) in [("no_layer", p), ("set_request_header", f), ("kero_auth", k)] {
-            println!(
-                "| {name} | {} | {:.0} req/s | {:.3} |",
-                human(t),
-                1e9 / t,
-                p / t
-            );
-        }
     }
     assert_eq!(layer.stats().fetches, 1);
 }

@@ -68,11 +68,7 @@ pin_project! {
         },
         // Rejected: draining the rejection's body while the new token is fetched.
         Renewing {
-            #[pin]
-            rejected: Option<ResB>,
-            drained: usize,
-            token: Option<Acquire>,
-            body: Option<ReplayBody<ReqB>>,
+            renewal: Pin<Box<Renewal<ReqB, ResB>>>,
         },
         // Waiting for the inner service to be ready for the replay.
         Readying {
@@ -84,6 +80,18 @@ pin_project! {
             #[pin]
             fut: S::Future,
         },
+    }
+}
+
+pin_project! {
+    /// A rejected request: the rejection's body being drained, the new token being fetched.
+    #[project = RenewalProj]
+    struct Renewal<ReqB, ResB> {
+        #[pin]
+        rejected: Option<ResB>,
+        drained: usize,
+        token: Option<Acquire>,
+        body: Option<ReplayBody<ReqB>>,
     }
 }
 
@@ -216,10 +224,12 @@ where
         );
         let token = cache.obtain(generation);
         this.state.set(State::Renewing {
-            rejected: Some(res.into_body()),
-            drained: 0,
-            token: Some(token),
-            body: Some(body),
+            renewal: Box::pin(Renewal {
+                rejected: Some(res.into_body()),
+                drained: 0,
+                token: Some(token),
+                body: Some(body),
+            }),
         });
         None
     }
@@ -269,12 +279,13 @@ where
                         return done;
                     }
                 }
-                StateProj::Renewing {
-                    mut rejected,
-                    drained,
-                    token,
-                    body,
-                } => {
+                StateProj::Renewing { renewal } => {
+                    let RenewalProj {
+                        mut rejected,
+                        drained,
+                        token,
+                        body,
+                    } = renewal.as_mut().project();
                     while let Some(body) = rejected.as_mut().as_pin_mut() {
                         match body.poll_frame(cx) {
                             Poll::Ready(Some(Ok(frame))) => {

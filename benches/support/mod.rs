@@ -247,7 +247,8 @@ pub fn human(ns: f64) -> String {
 pub type Runner<'a> = Box<dyn FnMut(u64) -> Duration + 'a>;
 
 /// Runs every variant `rounds` times in turn, `iters` iterations each time, and prints the
-/// median time per iteration of each, with its ratio to each of `baselines`.
+/// median time per iteration of each, and its ratio to each of `baselines`: the median of the
+/// per-round ratios (each round's variants ran back to back, under the same conditions).
 ///
 /// Criterion measures one function after the other; on a shared 2-core machine the drift
 /// between two measurements can be larger than the differences looked for. Interleaving puts
@@ -263,34 +264,36 @@ pub fn interleaved(
     for (_, run) in variants.iter_mut() {
         run(iters.div_ceil(10)); // warm-up
     }
-    for _ in 0..rounds {
-        for (i, (_, run)) in variants.iter_mut().enumerate() {
-            times[i].push(run(iters).as_nanos() as f64 / iters as f64);
+    let n = variants.len();
+    for round in 0..rounds {
+        // Each round starts with the next variant, so that none is always first (or last).
+        for i in (0..n).map(|k| (round + k) % n) {
+            let t = (variants[i].1)(iters).as_nanos() as f64 / iters as f64;
+            times[i].push(t);
         }
     }
-    let medians: Vec<f64> = times
-        .iter_mut()
-        .map(|v| {
-            v.sort_by(|a, b| a.total_cmp(b));
-            v[v.len() / 2]
-        })
-        .collect();
-    let base: Vec<(&str, f64)> = baselines
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    let base: Vec<(&str, usize)> = baselines
         .iter()
-        .filter_map(|b| {
-            let i = variants.iter().position(|(n, _)| n == b)?;
-            Some((*b, medians[i]))
-        })
+        .filter_map(|b| Some((*b, variants.iter().position(|(n, _)| n == b)?)))
         .collect();
     print!("\n| {title}, interleaved ({rounds} rounds × {iters}) | median |");
     for (b, _) in &base {
         print!(" ÷ {b} |");
     }
     println!("\n|---|---:|{}", "---:|".repeat(base.len()));
-    for ((name, _), m) in variants.iter().zip(&medians) {
-        print!("| {name} | {} |", human(*m));
+    for (i, (name, _)) in variants.iter().enumerate() {
+        print!("| {name} | {} |", human(median(times[i].clone())));
         for (_, b) in &base {
-            print!(" {:.3}× |", m / b);
+            let ratios = times[i]
+                .iter()
+                .zip(&times[*b])
+                .map(|(t, b)| t / b)
+                .collect();
+            print!(" {:.3}× |", median(ratios));
         }
         println!();
     }
