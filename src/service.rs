@@ -10,14 +10,16 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use http::request::Parts;
-use http::{Extensions, HeaderMap, HeaderValue, Method, Request, Response, Uri, Version};
+use http::{
+    Extensions, HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri, Version,
+};
 use http_body::Body;
 use tower_service::Service;
 
 use crate::body::{ReplayBody, Replayable};
 use crate::cache::{Acquire, Cache, SOFT, STALE};
 use crate::future::ResponseFuture;
-use crate::{BoxError, Stats};
+use crate::{BoxError, Stats, DEFAULT_HEADER};
 
 /// The service produced by [`KeroAuthLayer`](crate::KeroAuthLayer): adds the token header to every
 /// request, refreshes the token when it expires or when the server rejects it, and replays a
@@ -38,6 +40,8 @@ pub struct KeroAuth<S> {
 pub(crate) struct Local<S> {
     pub(crate) cache: Arc<Cache>,
     pub(crate) generation: u64,
+    /// This clone's copy of the header name (see [`own_name`]).
+    name: HeaderName,
     header: HeaderValue,
     /// A clone of the inner service, not yet ready, from which replays are made: a replay is rare,
     /// so the inner service is cloned then, not for every request.
@@ -47,6 +51,7 @@ pub(crate) struct Local<S> {
 impl<S: Clone> Local<S> {
     pub(crate) fn new(cache: Arc<Cache>, generation: u64, header: HeaderValue, svc: &S) -> Self {
         Local {
+            name: own_name(&cache.config.header_name),
             cache,
             generation,
             header,
@@ -175,7 +180,7 @@ where
                 } else {
                     None
                 };
-                parts.headers.insert(config.header_name.clone(), header);
+                parts.headers.insert(local.name.clone(), header);
                 let (body, replayable) = ReplayBody::new(body, limit);
                 let fut = self.inner.call(Request::from_parts(parts, body));
                 match (&mut replay, replayable) {
@@ -221,6 +226,19 @@ impl<S: Clone> KeroAuth<S> {
             Acquire::Failed(error) => ResponseFuture::failed(error),
         }
     }
+}
+
+/// A copy of `name` with no reference count shared with other copies.
+///
+/// A custom header name made at run time (`HeaderName::from_bytes`, `parse`) holds its bytes in
+/// a shared buffer: every clone, on every request, would write that buffer's reference count, one
+/// cache line for all threads. A static name (the default) and a standard one (`authorization`)
+/// have no count and are kept as they are.
+fn own_name(name: &HeaderName) -> HeaderName {
+    if *name == DEFAULT_HEADER {
+        return DEFAULT_HEADER;
+    }
+    HeaderName::from_bytes(name.as_str().as_bytes()).unwrap_or_else(|_| name.clone())
 }
 
 /// What a replay needs: the request head as the caller sent it, and the body.

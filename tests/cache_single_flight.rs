@@ -72,6 +72,48 @@ async fn first_request_fetches_once_and_sends_a_sensitive_token() {
     assert_eq!(svc.stats().fetches, 1);
 }
 
+#[tokio::test]
+async fn a_custom_header_name_carries_the_token_and_its_replay() {
+    // A name made at run time, as from configuration; and a standard one.
+    for name in [
+        http::HeaderName::from_bytes(b"X-Kero-Token").unwrap(),
+        http::header::AUTHORIZATION,
+    ] {
+        let src = CountingSource::new(Duration::from_secs(3600));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        // Rejects the first token it sees, accepts every other.
+        let inner = {
+            let (seen, name) = (seen.clone(), name.clone());
+            service_fn(move |req: Req| {
+                let seen = seen.clone();
+                let v = req.headers().get(&name).expect("the header").clone();
+                assert!(req.headers().get("token").is_none() || name == "token");
+                async move {
+                    let mut seen = seen.lock().unwrap();
+                    seen.push((v.to_str().unwrap().to_owned(), v.is_sensitive()));
+                    let mut res = Response::new(Empty::<Bytes>::new());
+                    if seen.len() == 1 {
+                        *res.status_mut() = http::StatusCode::UNAUTHORIZED;
+                    }
+                    Ok::<_, Infallible>(res)
+                }
+            })
+        };
+        let svc = KeroAuthLayer::builder(src.clone())
+            .header_name(name.clone())
+            .build()
+            .layer(inner);
+        let res = svc.clone().oneshot(req()).await.unwrap();
+        assert_eq!(res.status(), 200, "{name}");
+        assert_eq!(
+            *seen.lock().unwrap(),
+            vec![("tok-1".to_owned(), true), ("tok-2".to_owned(), true)],
+            "{name}"
+        );
+        assert_eq!(src.fetches(), 2);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_concurrent_requests_on_an_empty_cache_fetch_once() {
     let src = CountingSource::new(Duration::from_secs(3600)).with_delay(Duration::from_millis(50));
