@@ -157,7 +157,7 @@ fn end_to_end(c: &mut Criterion) {
 
     // The same comparison interleaved (see `support::interleaved`), in short rounds: the time
     // ratio `r` of a variant to `no_layer` is a throughput ratio of `1 / r`.
-    if !std::env::args().any(|a| a == "--test" || a == "--list") {
+    if measuring() {
         let (rt, uri) = (&rt, &uri);
         let mut runs: Vec<Runner<'_>> = vec![
             Box::new(|iters| rt.block_on(run(&mut plain.clones, uri, iters))),

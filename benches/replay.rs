@@ -250,7 +250,7 @@ fn replay(c: &mut Criterion) {
     g.finish();
 
     // The same, interleaved (see `support::interleaved`).
-    if !std::env::args().any(|a| a == "--test" || a == "--list") {
+    if measuring() {
         let mut runs = runners(&rt, &data);
         let mut variants: Vec<(&str, &mut Runner<'_>)> = NAMES.into_iter().zip(&mut runs).collect();
         interleaved(

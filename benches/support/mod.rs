@@ -165,6 +165,14 @@ where
     }
 }
 
+/// Whether this run measures (`cargo bench`), rather than checks that every benchmark runs
+/// (`cargo test --benches`, where criterion runs each function once and the interleaved
+/// comparisons are skipped).
+pub fn measuring() -> bool {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().any(|a| a == "--bench") && !args.iter().any(|a| a == "--test" || a == "--list")
+}
+
 /// Where criterion writes its estimates: `$CRITERION_HOME`, else `<target>/criterion` (the bench
 /// binary lives in `<target>/<profile>/deps/`).
 fn criterion_dir() -> Option<PathBuf> {
@@ -196,6 +204,9 @@ pub fn median_ns(group: &str, function: &str, since: SystemTime) -> Option<f64> 
 /// Prints one markdown table row per function of `group`, with its median and its ratio to
 /// `baseline` (and to `extra_baseline` if given), for BENCHMARKS.md.
 pub fn report(group: &str, functions: &[&str], baseline: &str, since: SystemTime) {
+    if !measuring() {
+        return;
+    }
     let Some(base) = median_ns(group, baseline, since) else {
         return;
     };
@@ -210,6 +221,9 @@ pub fn report(group: &str, functions: &[&str], baseline: &str, since: SystemTime
 
 /// Prints the ratio of two groups' medians function by function (e.g. 2 threads ÷ 1 thread).
 pub fn report_scaling(title: &str, num: &str, den: &str, functions: &[&str], since: SystemTime) {
+    if !measuring() {
+        return;
+    }
     let mut rows = Vec::new();
     for f in functions {
         if let (Some(n), Some(d)) = (median_ns(num, f, since), median_ns(den, f, since)) {
