@@ -254,3 +254,76 @@ async fn the_source_is_told_the_token_it_replaces() {
         vec![None, Some("r1".to_owned())]
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn layers_started_together_refresh_at_different_instants() {
+    // 40 layers (40 processes, say) get the same token at the same instant. Each refreshes in
+    // the second half of its refresh window, at its own jittered instant, so that a fleet
+    // started together does not hit the server together.
+    const LAYERS: usize = 40;
+    let window = Duration::from_secs(300);
+    let start = Instant::now();
+    let refreshed_at = Arc::new(Mutex::new(Vec::new()));
+    let mut services = Vec::new();
+    for _ in 0..LAYERS {
+        let fetched = Arc::new(AtomicUsize::new(0));
+        let refreshed_at = refreshed_at.clone();
+        let layer = KeroAuthLayer::builder(source::from_fn(move |_current| {
+            if fetched.fetch_add(1, Ordering::SeqCst) == 1 {
+                refreshed_at.lock().unwrap().push(Instant::now());
+            }
+            let server_now = 1_700_000_000;
+            async move {
+                Ok::<_, Infallible>(
+                    Token::new(
+                        "tok",
+                        server_now + LIFETIME as i64,
+                        "ref",
+                        server_now + 86_400,
+                    )
+                    .with_server_time(UNIX_EPOCH + Duration::from_secs(server_now as u64)),
+                )
+            }
+        }))
+        .expiry_margin(MARGIN)
+        .refresh_window(window)
+        .build();
+        let svc = layer.layer(inner(Arc::new(Mutex::new(Vec::new()))));
+        send(&svc).await;
+        services.push(svc);
+    }
+    let stale_at = start + Duration::from_secs(LIFETIME) - MARGIN;
+    // A request through every layer every second, from before the window to its end.
+    tokio::time::sleep_until(stale_at - window - Duration::from_secs(2)).await;
+    while Instant::now() < stale_at {
+        for svc in &services {
+            send(svc).await;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let mut at: Vec<u64> = refreshed_at
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|t| (stale_at - *t).as_secs())
+        .collect();
+    assert_eq!(
+        at.len(),
+        LAYERS,
+        "every layer refreshed once, before going stale"
+    );
+    // Seconds before staleness: within the window's second half (150..=300 s before)...
+    assert!(
+        at.iter().all(|&s| (150..=300).contains(&s)),
+        "refreshes outside the second half of the window: {at:?}"
+    );
+    // ...and spread over it: 40 draws over 150 one-second slots leave few collisions, and the
+    // earliest and latest are far apart.
+    at.sort_unstable();
+    at.dedup();
+    assert!(at.len() >= 25, "refreshes bunched together: {at:?}");
+    assert!(
+        at[at.len() - 1] - at[0] >= 75,
+        "refreshes bunched together: {at:?}"
+    );
+}
