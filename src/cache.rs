@@ -142,7 +142,7 @@ struct State {
     generation: u64,
     flight: Option<Flight>,
     failure: Option<Failure>,
-    timer: Option<Timer>,
+    timer: Option<AbortHandle>,
     next_flight: u64,
     /// The newest generation the server rejected.
     rejected: u64,
@@ -404,24 +404,26 @@ impl Cache {
         );
     }
 
-    /// Gives the timer task a new schedule: the steps of `generation`, in order. The task is
-    /// long-lived (one per cache, not one per token, so that a new token costs no spawn); it is
-    /// spawned on the first schedule, and again if the runtime it ran on has gone.
+    /// Replaces the timer: a task, on the current runtime (the one that fetched the token),
+    /// that moves `generation`'s phase at the given instants, in order. One task per token, not
+    /// one per cache: a long-lived task would stay on the first runtime that made it, which may
+    /// be idle or on another clock while the layer is used elsewhere.
     fn set_timer(self: &Arc<Self>, st: &mut State, generation: u64, events: Events) {
-        let schedule = Schedule { generation, events };
-        if let Some(timer) = st.timer.as_ref().filter(|t| !t.task.is_finished()) {
-            timer.schedule.send_replace(schedule);
-            return;
+        if let Some(old) = st.timer.take() {
+            old.abort();
         }
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let (tx, rx) = watch::channel(schedule);
-        let task = handle.spawn(run_timer(Arc::downgrade(self), rx));
-        st.timer = Some(Timer {
-            schedule: tx,
-            task: task.abort_handle(),
+        let weak = Arc::downgrade(self);
+        let task = handle.spawn(async move {
+            for (at, step) in events.into_iter().flatten() {
+                tokio::time::sleep_until(at).await;
+                let Some(cache) = weak.upgrade() else { return };
+                cache.step(generation, step);
+            }
         });
+        st.timer = Some(task.abort_handle());
     }
 
     fn step(&self, generation: u64, step: Step) {
@@ -459,7 +461,7 @@ impl Drop for Cache {
             flight.task.abort();
         }
         if let Some(timer) = st.timer.take() {
-            timer.task.abort();
+            timer.abort();
         }
     }
 }
@@ -489,43 +491,6 @@ enum Step {
 
 /// Up to two timed steps, in order.
 type Events = [Option<(Instant, Step)>; 2];
-
-/// What the timer task is to do: move `generation`'s phase at the given instants.
-#[derive(Clone, Copy, Debug)]
-struct Schedule {
-    generation: u64,
-    events: Events,
-}
-
-/// The cache's timer task, and how to give it a new schedule.
-struct Timer {
-    schedule: watch::Sender<Schedule>,
-    task: AbortHandle,
-}
-
-/// The timer task: runs each schedule's steps at their instants; a new schedule replaces the
-/// current one at once. Ends when the cache is dropped (the sender goes with it).
-async fn run_timer(cache: Weak<Cache>, mut rx: watch::Receiver<Schedule>) {
-    'schedules: loop {
-        let schedule = *rx.borrow_and_update();
-        for (at, step) in schedule.events.into_iter().flatten() {
-            match tokio::time::timeout_at(at, rx.changed()).await {
-                // A new schedule.
-                Ok(Ok(())) => continue 'schedules,
-                // The cache is gone.
-                Ok(Err(_)) => return,
-                // The instant came.
-                Err(_) => match cache.upgrade() {
-                    Some(cache) => cache.step(schedule.generation, step),
-                    None => return,
-                },
-            }
-        }
-        if rx.changed().await.is_err() {
-            return;
-        }
-    }
-}
 
 fn wait(mut rx: watch::Receiver<Option<Outcome>>) -> TokenWait {
     Box::pin(async move {

@@ -346,15 +346,18 @@ async fn no_task_of_ours_outlives_the_layer() {
     let src = CountingSource::new(Duration::from_secs(3600));
     let layer = layer(&src);
     let svc = layer.layer(ok_inner());
-    // Two generations: the timer task is made for the first and given the second's schedule.
+    // Two generations: each has its timer task; the first's is aborted when the second's starts.
     svc.clone().oneshot(req()).await.unwrap();
     tokio::time::advance(Duration::from_secs(3600)).await;
     svc.clone().oneshot(req()).await.unwrap();
     assert_eq!(src.fetches(), 2);
+    for _ in 0..3 {
+        tokio::task::yield_now().await;
+    }
     assert_eq!(
         metrics.num_alive_tasks(),
         before + 1,
-        "one timer task while the layer lives, and nothing else"
+        "one timer task (the current token's) while the layer lives, and nothing else"
     );
     drop(svc);
     drop(layer);
