@@ -10,7 +10,8 @@
 //! target/release/examples/hot_path_profile time 100000
 //! ```
 //!
-//! Variants: `floor` (tower-http's `SetRequestHeader`, same 600-byte sensitive value), `kero`
+//! Variants: `floor` (tower-http's `SetRequestHeader`, same 600-byte sensitive value), `wrap`
+//! (the floor plus a body wrapper and a status check, the benches' `wrap_body_check_status`), `kero`
 //! (the layer, defaults), `bare` (the layer with replay disabled), `time` (all three, interleaved).
 
 #[path = "../benches/support/mod.rs"]
@@ -47,7 +48,7 @@ where
 fn main() {
     let mut args = std::env::args().skip(1);
     let (Some(which), Some(n)) = (args.next(), args.next().and_then(|n| n.parse().ok())) else {
-        eprintln!("usage: hot_path_profile floor|kero|bare|time <requests>");
+        eprintln!("usage: hot_path_profile floor|wrap|kero|bare|time <requests>");
         std::process::exit(2);
     };
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -70,6 +71,7 @@ fn main() {
     let mut floor = SetRequestHeaderLayer::overriding(TOKEN_HEADER, sensitive_value()).layer(Noop);
     match which.as_str() {
         "floor" => run(&mut floor, n),
+        "wrap" => run(&mut WrapLayer::new(sensitive_value()).layer(Noop), n),
         "kero" => run(&mut warmed(true), n),
         "bare" => run(&mut warmed(false), n),
         "time" => {
