@@ -12,6 +12,7 @@
 //! once, at the end of the stream, and read once, at the replay.
 
 use std::collections::VecDeque;
+use std::mem;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
@@ -36,15 +37,16 @@ pin_project! {
 pin_project! {
     #[project = StateProj]
     enum State<B> {
-        // The caller's body, streaming.
+        // The caller's body, streaming; recorded on the tape while there is one.
         Streaming {
             #[pin]
             inner: B,
-            recorder: Option<Recorder>,
+            tape: Option<Tape>,
         },
-        // A recorded body being sent again.
+        // A recorded body being sent again (boxed: replays are rare, and the body travels with
+        // every request).
         Replay {
-            recorded: Recorded,
+            recorded: Box<Recorded>,
         },
     }
 }
@@ -57,7 +59,7 @@ pub(crate) struct Recorded {
     first: Option<Bytes>,
     /// The chunks after the first.
     chunks: VecDeque<Bytes>,
-    /// Boxed: trailers are rare, and the recording lives inline in every recorded request's body.
+    /// Boxed: trailers are rare.
     trailers: Option<Box<HeaderMap>>,
     remaining: u64,
     /// Whether the original body announced its exact length: the replay announces the same kind
@@ -69,22 +71,33 @@ impl Recorded {
     /// The body of a replay.
     pub(crate) fn into_body<B>(self) -> ReplayBody<B> {
         ReplayBody {
-            state: State::Replay { recorded: self },
+            state: State::Replay {
+                recorded: Box::new(self),
+            },
         }
     }
 }
 
-/// Where a finished recording is published for the response future to take.
-pub(crate) type Tape = Arc<Mutex<Option<Recorded>>>;
+/// The recording, shared by the body (which records) and the response future (which takes it
+/// for a replay). It lives in the one allocation a recorded body needs, so that the body itself
+/// stays small (`B` and a pointer): every request carries it, and every move copies it.
+pub(crate) type Tape = Arc<Mutex<Recorder>>;
 
-/// The recording half of the tee; lives in the body while it streams.
+/// A recording in progress, or finished.
 #[derive(Debug)]
-struct Recorder {
+pub(crate) struct Recorder {
     recorded: Recorded,
     limit: u64,
     /// The body's announced length (its size hint's lower bound), to size the recording.
     hint: u64,
-    tape: Tape,
+    /// Whether the body was sent to its end: only then can it be replayed.
+    complete: bool,
+}
+
+/// The recorder behind `tape`; a poisoned lock is still consistent (nothing under it panics
+/// half-way through an update).
+fn lock(tape: &Tape) -> std::sync::MutexGuard<'_, Recorder> {
+    tape.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The most chunk slots reserved up front: a body of more chunks grows its recording by doubling.
@@ -111,8 +124,12 @@ impl Replayable {
                 .into_body(),
             ),
             Replayable::Recording(tape) => {
-                let mut slot = tape.lock().unwrap_or_else(|e| e.into_inner());
-                slot.take().map(Recorded::into_body)
+                let mut recorder = lock(tape);
+                if !recorder.complete {
+                    return None;
+                }
+                recorder.complete = false;
+                Some(mem::take(&mut recorder.recorded).into_body())
             }
         }
     }
@@ -131,10 +148,7 @@ impl<B: Body> ReplayBody<B> {
     pub(crate) fn new(body: B, limit: usize) -> (Self, Option<Replayable>) {
         let limit = limit as u64;
         let pass = |inner| ReplayBody {
-            state: State::Streaming {
-                inner,
-                recorder: None,
-            },
+            state: State::Streaming { inner, tape: None },
         };
         if limit == 0 {
             return (pass(body), None);
@@ -145,22 +159,20 @@ impl<B: Body> ReplayBody<B> {
         if body.size_hint().lower() > limit {
             return (pass(body), None);
         }
-        let tape: Tape = Arc::default();
         let hint = body.size_hint();
-        let recorded = Recorded {
-            exact: hint.exact().is_some(),
-            ..Recorded::default()
-        };
-        let recorder = Recorder {
-            recorded,
+        let tape = Arc::new(Mutex::new(Recorder {
+            recorded: Recorded {
+                exact: hint.exact().is_some(),
+                ..Recorded::default()
+            },
             limit,
             hint: hint.lower(),
-            tape: tape.clone(),
-        };
+            complete: false,
+        }));
         let body = ReplayBody {
             state: State::Streaming {
                 inner: body,
-                recorder: Some(recorder),
+                tape: Some(tape.clone()),
             },
         };
         (body, Some(Replayable::Recording(tape)))
@@ -198,9 +210,9 @@ impl Recorder {
         true
     }
 
-    fn publish(self) {
-        let mut slot = self.tape.lock().unwrap_or_else(|e| e.into_inner());
-        *slot = Some(self.recorded);
+    /// Gives up: the recording cannot be replayed; its chunks are let go at once.
+    fn abandon(&mut self) {
+        self.recorded = Recorded::default();
     }
 }
 
@@ -217,24 +229,24 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.project().state.project() {
-            StateProj::Streaming {
-                mut inner,
-                recorder,
-            } => {
+            StateProj::Streaming { mut inner, tape } => {
                 let frame = match ready!(inner.as_mut().poll_frame(cx)) {
                     None => {
-                        if let Some(r) = recorder.take() {
-                            r.publish();
+                        if let Some(tape) = tape.take() {
+                            lock(&tape).complete = true;
                         }
                         return Poll::Ready(None);
                     }
                     Some(Err(e)) => {
-                        *recorder = None;
+                        if let Some(tape) = tape.take() {
+                            lock(&tape).abandon();
+                        }
                         return Poll::Ready(Some(Err(e.into())));
                     }
                     Some(Ok(frame)) => frame.map_data(|mut d| d.copy_to_bytes(d.remaining())),
                 };
-                if let Some(r) = recorder.as_mut() {
+                if let Some(t) = tape.as_ref() {
+                    let mut r = lock(t);
                     let keep = match frame.data_ref() {
                         Some(chunk) => r.data(chunk),
                         None => match frame.trailers_ref() {
@@ -245,14 +257,17 @@ where
                             None => false,
                         },
                     };
+                    let end = keep && (frame.is_trailers() || inner.is_end_stream());
                     if !keep {
-                        *recorder = None;
-                    } else if frame.is_trailers() || inner.is_end_stream() {
+                        r.abandon();
+                    } else if end {
                         // Trailers are the last frame, and clients stop polling once the body
                         // says it has ended: either way the recording is complete.
-                        if let Some(r) = recorder.take() {
-                            r.publish();
-                        }
+                        r.complete = true;
+                    }
+                    drop(r);
+                    if !keep || end {
+                        *tape = None;
                     }
                 }
                 Poll::Ready(Some(Ok(frame)))
@@ -296,9 +311,9 @@ where
 impl<B> std::fmt::Debug for ReplayBody<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.state {
-            State::Streaming { recorder, .. } => f
+            State::Streaming { tape, .. } => f
                 .debug_struct("ReplayBody")
-                .field("recording", &recorder.is_some())
+                .field("recording", &tape.is_some())
                 .finish_non_exhaustive(),
             State::Replay { recorded } => f
                 .debug_struct("ReplayBody")

@@ -72,8 +72,7 @@ pin_project! {
         },
         // Waiting for the inner service to be ready for the replay.
         Readying {
-            svc: Option<S>,
-            req: Option<Box<Request<ReplayBody<ReqB>>>>,
+            replay: Box<(Option<S>, Option<Request<ReplayBody<ReqB>>>)>,
         },
         // The replay: its response goes back to the caller whatever it is.
         Replaying {
@@ -320,11 +319,11 @@ where
                     let req = replay.into_request(body, &local.cache, current.header.clone());
                     let svc = local.replayer();
                     this.state.set(State::Readying {
-                        svc: Some(svc),
-                        req: Some(Box::new(req)),
+                        replay: Box::new((Some(svc), Some(req))),
                     });
                 }
-                StateProj::Readying { svc, req } => {
+                StateProj::Readying { replay } => {
+                    let (svc, req) = &mut **replay;
                     let Some(s) = svc.as_mut() else {
                         return Poll::Ready(Err(Error::FetchAborted.into()));
                     };
@@ -332,7 +331,7 @@ where
                     let (Some(mut s), Some(req)) = (svc.take(), req.take()) else {
                         return Poll::Ready(Err(Error::FetchAborted.into()));
                     };
-                    let fut = s.call(*req);
+                    let fut = s.call(req);
                     this.state.set(State::Replaying { fut });
                 }
                 StateProj::Replaying { fut } => {
