@@ -39,16 +39,16 @@ pin_project! {
         S: Service<Request<ReplayBody<ReqB>>>,
     {
         #[pin]
-        state: State<S, ReqB, ResB>,
+        pub(crate) state: State<S, ReqB, ResB>,
         // The token generation the request was sent with, and the cache it came from.
-        local: Option<Arc<Local<S>>>,
-        replay: Option<Replay>,
+        pub(crate) local: Option<Arc<Local<S>>>,
+        pub(crate) replay: Option<Replay>,
     }
 }
 
 pin_project! {
     #[project = StateProj]
-    enum State<S, ReqB, ResB>
+    pub(crate) enum State<S, ReqB, ResB>
     where
         S: Service<Request<ReplayBody<ReqB>>>,
     {

@@ -20,7 +20,7 @@ use tower_service::Service;
 
 use crate::body::{ReplayBody, Replayable};
 use crate::cache::{Acquire, Cache, SOFT, STALE};
-use crate::future::ResponseFuture;
+use crate::future::{ResponseFuture, State};
 use crate::{BoxError, Stats, DEFAULT_HEADER};
 
 /// The service produced by [`KeroAuthLayer`](crate::KeroAuthLayer): adds the token header to every
@@ -170,26 +170,24 @@ where
                     self.cache.refresh_in_background();
                 }
                 let header = local.header.clone();
-                let config = &self.cache.config;
-                let limit = config.replay_limit;
-                // The head is saved before the token goes in, and only if the body can be
-                // replayed.
-                let mut replay = if ReplayBody::can_replay(&body, limit) {
-                    Some(Replay {
+                let name = local.name.clone();
+                let (body, replayable) = ReplayBody::new(body, self.cache.config.replay_limit);
+                // Built in one expression, field by field in this order, so that the saved head
+                // and the inner future are written where they stay: the head is saved (if the
+                // body can be replayed) before the token goes in, then the request is sent.
+                return ResponseFuture {
+                    replay: replayable.map(|body| Replay {
                         head: Head::of(&parts),
-                        body: Replayable::Empty,
-                    })
-                } else {
-                    None
+                        body,
+                    }),
+                    local: Some(local),
+                    state: State::Sending {
+                        fut: {
+                            parts.headers.insert(name, header);
+                            self.inner.call(Request::from_parts(parts, body))
+                        },
+                    },
                 };
-                parts.headers.insert(local.name.clone(), header);
-                let (body, replayable) = ReplayBody::new(body, limit);
-                let fut = self.inner.call(Request::from_parts(parts, body));
-                match (&mut replay, replayable) {
-                    (Some(replay), Some(body)) => replay.body = body,
-                    (replay, _) => *replay = None,
-                }
-                return ResponseFuture::sending(fut, local, replay);
             }
         }
         self.call_slow(Request::from_parts(parts, body))
