@@ -482,4 +482,75 @@ mod tests {
         let (mut body, _) = ReplayBody::new(Full::new(&b"static slice"[..]), 64);
         assert_eq!(chunk(poll(&mut body)), "static slice");
     }
+
+    proptest::proptest! {
+        /// Any sequence of chunks (empty ones included), with or without trailers, with or
+        /// without an announced length, under any limit: what passes through is what came in;
+        /// the body is replayable exactly when it was sent whole within the limit, and then the
+        /// replay has the same bytes, trailers and framing, once.
+        #[test]
+        fn any_body_passes_through_and_replays_exactly(
+            sizes in proptest::collection::vec(0usize..3000, 0..24),
+            with_trailers in proptest::bool::ANY,
+            announce in proptest::bool::ANY,
+            limit in 0usize..40_000,
+        ) {
+            let mut all = Vec::new();
+            let mut steps = Vec::new();
+            for (i, n) in sizes.iter().enumerate() {
+                let c: Vec<u8> = (0..*n).map(|j| (i * 31 + j) as u8).collect();
+                all.extend_from_slice(&c);
+                steps.push(Some(Frame::data(Bytes::from(c))));
+            }
+            let mut trailers = HeaderMap::new();
+            trailers.insert("x-n", sizes.len().to_string().parse().unwrap());
+            if with_trailers {
+                steps.push(Some(Frame::trailers(trailers.clone())));
+            }
+            let total = all.len() as u64;
+            let mut script = Script::new(steps);
+            if announce {
+                script.hint = SizeHint::with_exact(total);
+            }
+            let empty = script.is_end_stream();
+            let (mut body, replayable) = ReplayBody::new(script, limit);
+            // Through: the same bytes and trailers, in order.
+            let mut seen = Vec::new();
+            let mut seen_trailers = None;
+            loop {
+                match poll(&mut body) {
+                    Poll::Ready(Some(Ok(f))) => match f.into_data() {
+                        Ok(d) => seen.extend_from_slice(&d),
+                        Err(f) => seen_trailers = f.into_trailers().ok(),
+                    },
+                    Poll::Ready(None) => break,
+                    other => panic!("unexpected {:?}", other.map(|o| o.map(|r| r.is_ok()))),
+                }
+            }
+            proptest::prop_assert_eq!(&seen, &all);
+            proptest::prop_assert_eq!(seen_trailers.is_some(), with_trailers);
+            // Recorded unless replay is off or the body announced more than the limit; replayable
+            // exactly when recorded whole within the limit.
+            let fits = limit > 0 && (empty || total <= limit as u64);
+            let recorded = limit > 0 && (empty || !announce || total <= limit as u64);
+            proptest::prop_assert_eq!(replayable.is_some(), recorded);
+            let Some(replayable) = replayable else { return Ok(()) };
+            let again = replayable.take::<Script>();
+            proptest::prop_assert_eq!(again.is_some(), fits);
+            let Some(mut again) = again else { return Ok(()) };
+            proptest::prop_assert_eq!(again.size_hint().exact(), announce.then_some(total).or(empty.then_some(0)));
+            let mut replayed = Vec::new();
+            let mut replayed_trailers = None;
+            while let Poll::Ready(Some(Ok(f))) = poll(&mut again) {
+                match f.into_data() {
+                    Ok(d) => replayed.extend_from_slice(&d),
+                    Err(f) => replayed_trailers = f.into_trailers().ok(),
+                }
+            }
+            proptest::prop_assert!(again.is_end_stream());
+            proptest::prop_assert_eq!(&replayed, &all);
+            proptest::prop_assert_eq!(replayed_trailers, with_trailers.then_some(trailers));
+            proptest::prop_assert!(replayable.take::<Script>().is_none() || empty, "one replay, ever");
+        }
+    }
 }
