@@ -50,6 +50,19 @@ fn body(data: &Bytes) -> Streamed {
     StreamBody::new(stream::iter(frames))
 }
 
+/// One request with the 16 KiB body (and `token`, if given) through `svc`, once it is ready.
+async fn send<S, R>(svc: &mut S, data: &Bytes, token: Option<&HeaderValue>) -> R
+where
+    S: Service<Request<Streamed>, Response = R>,
+    S::Error: std::fmt::Debug,
+{
+    let mut req = Request::new(body(data));
+    if let Some(token) = token {
+        req.headers_mut().insert(TOKEN_HEADER, token.clone());
+    }
+    svc.ready().await.unwrap().call(req).await.unwrap()
+}
+
 /// The token the source issues as its `n`th.
 fn nth_token(n: u64) -> HeaderValue {
     let mut v = HeaderValue::from_str(&token(&format!("tok-{n}"))).unwrap();
@@ -122,14 +135,7 @@ fn by_hand<'a>(rt: &'a Runtime, data: &'a Bytes, fetch: bool, spawned: bool) -> 
                 n += 1;
                 let revoked = nth_token(n);
                 *server.valid.lock().unwrap() = revoked.clone();
-                let mut first = Request::new(body(data));
-                first.headers_mut().insert(TOKEN_HEADER, current.clone());
-                let res = ServiceExt::<Request<Streamed>>::ready(&mut svc)
-                    .await
-                    .unwrap()
-                    .call(first)
-                    .await
-                    .unwrap();
+                let res = send(&mut svc, data, Some(&current)).await;
                 assert_eq!(res.status(), 401);
                 res.into_body().collect().await.unwrap();
                 current = if fetch {
@@ -151,14 +157,7 @@ fn by_hand<'a>(rt: &'a Runtime, data: &'a Bytes, fetch: bool, spawned: bool) -> 
                 } else {
                     revoked
                 };
-                let mut again = Request::new(body(data));
-                again.headers_mut().insert(TOKEN_HEADER, current.clone());
-                let res = ServiceExt::<Request<Streamed>>::ready(&mut svc)
-                    .await
-                    .unwrap()
-                    .call(again)
-                    .await
-                    .unwrap();
+                let res = send(&mut svc, data, Some(&current)).await;
                 assert_eq!(res.status(), 200);
                 drop(black_box(res));
             }
@@ -184,12 +183,7 @@ fn kero_auth<'a>(rt: &'a Runtime, data: &'a Bytes) -> Runner<'a> {
     // First token, and this clone's copy of it.
     rt.block_on(async {
         for _ in 0..2 {
-            let res = ServiceExt::<Request<Streamed>>::ready(&mut svc)
-                .await
-                .unwrap()
-                .call(Request::new(body(data)))
-                .await
-                .unwrap();
+            let res = send(&mut svc, data, None).await;
             assert_eq!(res.status(), 200);
         }
     });
@@ -200,12 +194,7 @@ fn kero_auth<'a>(rt: &'a Runtime, data: &'a Bytes) -> Runner<'a> {
                 // Revoke the current token: the server now accepts only the next one.
                 let next = issued.load(Ordering::Relaxed) + 1;
                 *server.valid.lock().unwrap() = nth_token(next);
-                let res = ServiceExt::<Request<Streamed>>::ready(&mut svc)
-                    .await
-                    .unwrap()
-                    .call(Request::new(body(data)))
-                    .await
-                    .unwrap();
+                let res = send(&mut svc, data, None).await;
                 assert_eq!(res.status(), 200);
                 drop(black_box(res));
             }

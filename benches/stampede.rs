@@ -23,6 +23,7 @@ use http::Request;
 use http_body_util::Empty;
 use kero_auth::{source, KeroAuth, KeroAuthLayer, Token};
 use support::*;
+use tokio::runtime::Runtime;
 use tower::{Layer, ServiceExt};
 
 const REQUESTS: usize = 10_000;
@@ -53,6 +54,54 @@ async fn burst(svc: &KeroAuth<Noop>) {
     }
 }
 
+/// The ideal: one 50 ms sleep, then the burst through a layer that already holds a fresh token.
+fn sleep_then_fresh(rt: &Runtime) -> Runner<'_> {
+    let fetches = Arc::new(AtomicU64::new(0));
+    let svc = slow_layer(fetches.clone()).layer(Noop);
+    rt.block_on(svc.clone().oneshot(Request::new(Empty::<Bytes>::new())))
+        .unwrap();
+    Box::new(move |iters| {
+        let elapsed = rt.block_on(async {
+            let start = Instant::now();
+            for _ in 0..iters {
+                tokio::time::sleep(FETCH).await;
+                burst(&svc).await;
+            }
+            start.elapsed()
+        });
+        assert_eq!(fetches.load(Ordering::Relaxed), 1, "the token stayed fresh");
+        elapsed
+    })
+}
+
+/// The stampede: a new layer (no token) per iteration, the burst timed until all have answers.
+fn empty_cache(rt: &Runtime) -> Runner<'_> {
+    Box::new(move |iters| {
+        rt.block_on(async {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let fetches = Arc::new(AtomicU64::new(0));
+                let svc = slow_layer(fetches.clone()).layer(Noop);
+                let start = Instant::now();
+                burst(&svc).await;
+                total += start.elapsed();
+                assert_eq!(
+                    fetches.load(Ordering::Relaxed),
+                    1,
+                    "one fetch for the stampede"
+                );
+            }
+            total
+        })
+    })
+}
+
+const NAMES: [&str; 2] = ["sleep_then_fresh", "empty_cache"];
+
+fn runners(rt: &Runtime) -> Vec<Runner<'_>> {
+    vec![sleep_then_fresh(rt), empty_cache(rt)]
+}
+
 fn stampede(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -61,85 +110,15 @@ fn stampede(c: &mut Criterion) {
         .unwrap();
     let mut g = c.benchmark_group("stampede");
     g.sampling_mode(SamplingMode::Flat);
-
-    g.bench_function("sleep_then_fresh", |b| {
-        let fetches = Arc::new(AtomicU64::new(0));
-        let svc = slow_layer(fetches.clone()).layer(Noop);
-        rt.block_on(svc.clone().oneshot(Request::new(Empty::<Bytes>::new())))
-            .unwrap();
-        b.iter_custom(|iters| {
-            rt.block_on(async {
-                let start = Instant::now();
-                for _ in 0..iters {
-                    tokio::time::sleep(FETCH).await;
-                    burst(&svc).await;
-                }
-                start.elapsed()
-            })
-        });
-        assert_eq!(fetches.load(Ordering::Relaxed), 1);
-    });
-
-    g.bench_function("empty_cache", |b| {
-        b.iter_custom(|iters| {
-            rt.block_on(async {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let fetches = Arc::new(AtomicU64::new(0));
-                    let svc = slow_layer(fetches.clone()).layer(Noop);
-                    let start = Instant::now();
-                    burst(&svc).await;
-                    total += start.elapsed();
-                    assert_eq!(
-                        fetches.load(Ordering::Relaxed),
-                        1,
-                        "one fetch for the stampede"
-                    );
-                }
-                total
-            })
-        });
-    });
-
+    for (name, mut run) in NAMES.into_iter().zip(runners(&rt)) {
+        g.bench_function(name, |b| b.iter_custom(&mut run));
+    }
     g.finish();
 
     // The same, interleaved (see `support::interleaved`).
     if measuring() {
-        let fetches = Arc::new(AtomicU64::new(0));
-        let fresh = slow_layer(fetches.clone()).layer(Noop);
-        rt.block_on(fresh.clone().oneshot(Request::new(Empty::<Bytes>::new())))
-            .unwrap();
-        let rt = &rt;
-        let mut runs: Vec<Runner<'_>> = vec![
-            Box::new(move |iters| {
-                rt.block_on(async {
-                    let start = Instant::now();
-                    for _ in 0..iters {
-                        tokio::time::sleep(FETCH).await;
-                        burst(&fresh).await;
-                    }
-                    start.elapsed()
-                })
-            }),
-            Box::new(move |iters| {
-                rt.block_on(async {
-                    let mut total = Duration::ZERO;
-                    for _ in 0..iters {
-                        let fetches = Arc::new(AtomicU64::new(0));
-                        let svc = slow_layer(fetches.clone()).layer(Noop);
-                        let start = Instant::now();
-                        burst(&svc).await;
-                        total += start.elapsed();
-                        assert_eq!(fetches.load(Ordering::Relaxed), 1);
-                    }
-                    total
-                })
-            }),
-        ];
-        let mut variants: Vec<(&str, &mut Runner<'_>)> = ["sleep_then_fresh", "empty_cache"]
-            .into_iter()
-            .zip(&mut runs)
-            .collect();
+        let mut runs = runners(&rt);
+        let mut variants: Vec<(&str, &mut Runner<'_>)> = NAMES.into_iter().zip(&mut runs).collect();
         interleaved("stampede", 15, 2, &mut variants, &["sleep_then_fresh"]);
     }
 }
@@ -157,10 +136,5 @@ fn main() {
     let since = SystemTime::now();
     benches();
     Criterion::default().configure_from_args().final_summary();
-    report(
-        "stampede",
-        &["sleep_then_fresh", "empty_cache"],
-        "sleep_then_fresh",
-        since,
-    );
+    report("stampede", &NAMES, "sleep_then_fresh", since);
 }

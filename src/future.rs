@@ -24,7 +24,7 @@ use tower_service::Service;
 use crate::body::ReplayBody;
 use crate::cache::{Acquire, Cache, TokenWait};
 use crate::error::Error;
-use crate::service::{prepare, Local, Replay};
+use crate::service::{send, Local, Replay};
 use crate::BoxError;
 
 /// How many bytes of a rejected response's body are read (and thrown away) before the replay, so
@@ -106,15 +106,6 @@ impl<S, ReqB, ResB> ResponseFuture<S, ReqB, ResB>
 where
     S: Service<Request<ReplayBody<ReqB>>>,
 {
-    #[inline(always)]
-    pub(crate) fn sending(fut: S::Future, local: Arc<Local<S>>, replay: Option<Replay>) -> Self {
-        ResponseFuture {
-            state: State::Sending { fut },
-            local: Some(local),
-            replay,
-        }
-    }
-
     pub(crate) fn acquiring(
         wait: TokenWait,
         svc: S,
@@ -253,17 +244,14 @@ where
                     let (Some(mut svc), Some(req)) = (svc.take(), req.take()) else {
                         return Poll::Ready(Err(Error::FetchAborted.into()));
                     };
-                    let (req, replay) = prepare(req, cache, current.header.clone());
-                    let local = Local::new(
+                    let local = Arc::new(Local::new(
                         cache.clone(),
                         current.generation,
                         current.header.clone(),
                         &svc,
-                    );
-                    *this.local = Some(Arc::new(local));
-                    *this.replay = replay;
-                    let fut = svc.call(req);
-                    this.state.set(State::Sending { fut });
+                    ));
+                    let (parts, body) = req.into_parts();
+                    self.set(send(&mut svc, local, parts, body));
                 }
                 StateProj::Failed { error } => {
                     let error = error.take().unwrap_or(Error::FetchAborted);

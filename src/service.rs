@@ -19,7 +19,7 @@ use http_body::Body;
 use tower_service::Service;
 
 use crate::body::{ReplayBody, Replayable};
-use crate::cache::{Acquire, Cache, SOFT, STALE};
+use crate::cache::{Acquire, Cache, Current, SOFT, STALE};
 use crate::future::{ResponseFuture, State};
 use crate::{BoxError, Stats, DEFAULT_HEADER};
 
@@ -107,6 +107,11 @@ impl<S: Clone> KeroAuth<S> {
     #[inline(never)]
     fn renew_local(&mut self) -> Option<Arc<Local<S>>> {
         let current = self.cache.usable()?;
+        Some(self.install(&current))
+    }
+
+    /// Makes and keeps this clone's view of `current`.
+    fn install(&mut self, current: &Current) -> Arc<Local<S>> {
         let local = Arc::new(Local::new(
             self.cache.clone(),
             current.generation,
@@ -114,7 +119,7 @@ impl<S: Clone> KeroAuth<S> {
             &self.inner,
         ));
         self.local = Some(local.clone());
-        Some(local)
+        local
     }
 }
 
@@ -156,7 +161,7 @@ where
     #[inline]
     fn call(&mut self, req: Request<ReqB>) -> Self::Future {
         // Taken apart once, here: every move of a request (over 200 bytes) is a copy.
-        let (mut parts, body) = req.into_parts();
+        let (parts, body) = req.into_parts();
         let stamp = self.cache.stamp();
         let phase = Cache::phase(stamp);
         if phase != STALE {
@@ -169,51 +174,25 @@ where
                 if phase == SOFT && self.cache.claim_refresh(stamp) {
                     self.cache.refresh_in_background();
                 }
-                let header = local.header.clone();
-                let name = local.name.clone();
-                let (body, replayable) = ReplayBody::new(body, self.cache.config.replay_limit);
-                // Built in one expression, field by field in this order, so that the saved head
-                // and the inner future are written where they stay: the head is saved (if the
-                // body can be replayed) before the token goes in, then the request is sent.
-                return ResponseFuture {
-                    replay: replayable.map(|body| Replay {
-                        head: Head::of(&parts),
-                        body,
-                    }),
-                    local: Some(local),
-                    state: State::Sending {
-                        fut: {
-                            parts.headers.insert(name, header);
-                            self.inner.call(Request::from_parts(parts, body))
-                        },
-                    },
-                };
+                return send(&mut self.inner, local, parts, body);
             }
         }
-        self.call_slow(Request::from_parts(parts, body))
+        self.call_slow(parts, body)
     }
 }
 
 impl<S: Clone> KeroAuth<S> {
     /// `call` when the token is stale or missing: ask the cache, and wait for a fetch if needed.
     #[inline(never)]
-    fn call_slow<ReqB, ResB>(&mut self, req: Request<ReqB>) -> ResponseFuture<S, ReqB, ResB>
+    fn call_slow<ReqB, ResB>(&mut self, parts: Parts, body: ReqB) -> ResponseFuture<S, ReqB, ResB>
     where
         S: Service<Request<ReplayBody<ReqB>>, Response = Response<ResB>>,
         ReqB: Body,
     {
         match self.cache.obtain(0) {
             Acquire::Ready(current) => {
-                let local = Arc::new(Local::new(
-                    self.cache.clone(),
-                    current.generation,
-                    current.own_header(),
-                    &self.inner,
-                ));
-                self.local = Some(local.clone());
-                let (req, replay) = prepare(req, &self.cache, local.header.clone());
-                let fut = self.inner.call(req);
-                ResponseFuture::sending(fut, local, replay)
+                let local = self.install(&current);
+                send(&mut self.inner, local, parts, body)
             }
             Acquire::Wait(wait) => {
                 // The inner service was made ready by `poll_ready`; take it into the future and
@@ -221,6 +200,7 @@ impl<S: Clone> KeroAuth<S> {
                 // cloning inner services").
                 let clone = self.inner.clone();
                 let ready = mem::replace(&mut self.inner, clone);
+                let req = Request::from_parts(parts, body);
                 ResponseFuture::acquiring(wait, ready, req, self.cache.clone())
             }
             Acquire::Failed(error) => ResponseFuture::failed(error),
@@ -293,24 +273,37 @@ impl Replay {
     }
 }
 
-/// Adds the token header, wraps the body, and saves what a replay would need (off the hot path,
-/// which does the same in place).
-pub(crate) fn prepare<B: Body>(
-    req: Request<B>,
-    cache: &Cache,
-    header: HeaderValue,
-) -> (Request<ReplayBody<B>>, Option<Replay>) {
-    let limit = cache.config.replay_limit;
-    let (mut parts, body) = req.into_parts();
-    // The head is saved before the token goes in, and only if the body can be replayed.
-    let head = ReplayBody::can_replay(&body, limit).then(|| Head::of(&parts));
-    parts
-        .headers
-        .insert(cache.config.header_name.clone(), header);
-    let (body, replayable) = ReplayBody::new(body, limit);
-    let replay = match (head, replayable) {
-        (Some(head), Some(body)) => Some(Replay { head, body }),
-        _ => None,
-    };
-    (Request::from_parts(parts, body), replay)
+/// Sends a request with `local`'s token on `svc` (made ready): saves the head if the body can be
+/// replayed, adds the token header, wraps the body, calls. The one way a request is first sent.
+///
+/// The future is built in one expression, field by field in this order, so that the saved head
+/// and the inner future are written where they stay (the request and the future are over 200
+/// bytes each; every move is a `memcpy`).
+#[inline(always)]
+pub(crate) fn send<S, ReqB, ResB>(
+    svc: &mut S,
+    local: Arc<Local<S>>,
+    mut parts: Parts,
+    body: ReqB,
+) -> ResponseFuture<S, ReqB, ResB>
+where
+    S: Service<Request<ReplayBody<ReqB>>, Response = Response<ResB>>,
+    ReqB: Body,
+{
+    let header = local.header.clone();
+    let name = local.name.clone();
+    let (body, replayable) = ReplayBody::new(body, local.cache.config.replay_limit);
+    ResponseFuture {
+        replay: replayable.map(|body| Replay {
+            head: Head::of(&parts),
+            body,
+        }),
+        local: Some(local),
+        state: State::Sending {
+            fut: {
+                parts.headers.insert(name, header);
+                svc.call(Request::from_parts(parts, body))
+            },
+        },
+    }
 }
