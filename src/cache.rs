@@ -317,9 +317,11 @@ impl Cache {
         );
         // The guard is made inside the task: a runtime that is shutting down drops a new task
         // at once, on this thread, while the lock is held; there must be nothing to complete then.
+        // Once the token is in, the same task stays on as the token's timer (one task per token,
+        // not two: see `set_timer`).
         let task = handle.spawn(async move {
             let guard = FlightGuard {
-                cache: weak,
+                cache: weak.clone(),
                 id,
                 tx: Some(tx),
             };
@@ -329,7 +331,9 @@ impl Cache {
                 Ok(Err(e)) => Err(Error::Source(SourceError::new(e))),
                 Err(_) => Err(Error::FetchTimeout(timeout)),
             };
-            guard.complete(result);
+            if let Some((generation, events)) = guard.complete(result) {
+                run_timer(weak, generation, events).await;
+            }
         });
         st.flight = Some(Flight {
             id,
@@ -339,12 +343,16 @@ impl Cache {
         Ok(rx)
     }
 
-    fn complete(self: &Arc<Self>, id: u64, result: Result<Token, Error>) -> Outcome {
+    /// Takes in the outcome of fetch `id`. For a new token, also returns the timed steps of its
+    /// phases, for the fetch's task to run: the task is now the token's timer.
+    fn complete(
+        self: &Arc<Self>,
+        id: u64,
+        result: Result<Token, Error>,
+    ) -> (Outcome, Option<(u64, Events)>) {
         let now = Instant::now();
         let mut st = self.lock();
-        if st.flight.as_ref().is_some_and(|f| f.id == id) {
-            st.flight = None;
-        }
+        let flight = st.flight.take_if(|f| f.id == id);
         let generation = st.generation + 1;
         match result.and_then(|token| Current::accept(token, generation, now, &self.config)) {
             Ok(current) => {
@@ -357,9 +365,22 @@ impl Cache {
                     Some((current.soft_at, Step::Soft)),
                     Some((current.stale_at, Step::Stale)),
                 ];
-                self.set_timer(&mut st, generation, events);
+                if let Some(old) = st.timer.take() {
+                    old.abort();
+                }
                 tracing::debug!(generation, "kero-auth: new token");
-                Ok(current)
+                let timer = match flight {
+                    // The fetch's own task runs the timer (this runs in that task).
+                    Some(flight) => {
+                        st.timer = Some(flight.task);
+                        Some((generation, events))
+                    }
+                    None => {
+                        self.set_timer(&mut st, generation, events);
+                        None
+                    }
+                };
+                (Ok(current), timer)
             }
             Err(error) => {
                 self.counters.failures.fetch_add(1, Ordering::Relaxed);
@@ -378,7 +399,7 @@ impl Cache {
                 if Self::phase(self.stamp()) == REFRESHING {
                     self.schedule_retry(&mut st, retry_at);
                 }
-                Err(error)
+                (Err(error), None)
             }
         }
     }
@@ -404,10 +425,13 @@ impl Cache {
         );
     }
 
-    /// Replaces the timer: a task, on the current runtime (the one that fetched the token),
-    /// that moves `generation`'s phase at the given instants, in order. One task per token, not
-    /// one per cache: a long-lived task would stay on the first runtime that made it, which may
-    /// be idle or on another clock while the layer is used elsewhere.
+    /// Replaces the timer with a new task, on the current runtime, that moves `generation`'s
+    /// phase at the given instants, in order. A fetched token's timer is the task that fetched
+    /// it (see `complete`); this one serves the rest (the retry after a failed refresh).
+    ///
+    /// One timer per token, not one per cache: a long-lived task would stay on the first
+    /// runtime that made it, which may be idle or on another clock while the layer is used
+    /// elsewhere.
     fn set_timer(self: &Arc<Self>, st: &mut State, generation: u64, events: Events) {
         if let Some(old) = st.timer.take() {
             old.abort();
@@ -415,14 +439,7 @@ impl Cache {
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let weak = Arc::downgrade(self);
-        let task = handle.spawn(async move {
-            for (at, step) in events.into_iter().flatten() {
-                tokio::time::sleep_until(at).await;
-                let Some(cache) = weak.upgrade() else { return };
-                cache.step(generation, step);
-            }
-        });
+        let task = handle.spawn(run_timer(Arc::downgrade(self), generation, events));
         st.timer = Some(task.abort_handle());
     }
 
@@ -492,6 +509,16 @@ enum Step {
 /// Up to two timed steps, in order.
 type Events = [Option<(Instant, Step)>; 2];
 
+/// A token's timer: moves `generation`'s phase at the given instants, in order, for as long as
+/// the cache lives (it is aborted when the token is replaced or the cache dropped).
+async fn run_timer(cache: Weak<Cache>, generation: u64, events: Events) {
+    for (at, step) in events.into_iter().flatten() {
+        tokio::time::sleep_until(at).await;
+        let Some(cache) = cache.upgrade() else { return };
+        cache.step(generation, step);
+    }
+}
+
 fn wait(mut rx: watch::Receiver<Option<Outcome>>) -> TokenWait {
     Box::pin(async move {
         match rx.wait_for(Option::is_some).await {
@@ -511,17 +538,16 @@ struct FlightGuard {
 }
 
 impl FlightGuard {
-    fn complete(mut self, result: Result<Token, Error>) {
-        self.finish(result);
+    /// Delivers the outcome; for a new token, returns the timer the task is to run.
+    fn complete(mut self, result: Result<Token, Error>) -> Option<(u64, Events)> {
+        self.finish(result)
     }
 
-    fn finish(&mut self, result: Result<Token, Error>) {
-        let Some(tx) = self.tx.take() else { return };
-        let outcome = match self.cache.upgrade() {
-            Some(cache) => cache.complete(self.id, result),
-            None => return,
-        };
+    fn finish(&mut self, result: Result<Token, Error>) -> Option<(u64, Events)> {
+        let tx = self.tx.take()?;
+        let (outcome, timer) = self.cache.upgrade()?.complete(self.id, result);
         tx.send_replace(Some(outcome));
+        timer
     }
 }
 

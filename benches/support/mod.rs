@@ -167,10 +167,13 @@ where
 
 /// Whether this run measures (`cargo bench`), rather than checks that every benchmark runs
 /// (`cargo test --benches`, where criterion runs each function once and the interleaved
-/// comparisons are skipped).
+/// comparisons are skipped, as they are under `--profile-time`, for profilers).
 pub fn measuring() -> bool {
     let args: Vec<String> = std::env::args().collect();
-    args.iter().any(|a| a == "--bench") && !args.iter().any(|a| a == "--test" || a == "--list")
+    args.iter().any(|a| a == "--bench")
+        && !args
+            .iter()
+            .any(|a| a == "--test" || a == "--list" || a == "--profile-time")
 }
 
 /// Where criterion writes its estimates: `$CRITERION_HOME`, else `<target>/criterion` (the bench
