@@ -8,8 +8,11 @@
 //! has been sent to its end: a body the inner service dropped half-way (say, because the response
 //! came first) is never replayed, since nobody knows what the server read of it.
 //!
-//! The recorder lives inside the body, so recording takes no lock; the one shared slot is written
-//! once, at the end of the stream, and read once, at the replay.
+//! The recording lives in one allocation shared by the body, which writes it chunk by chunk under
+//! a lock nobody else takes while the body streams, and the response future, which takes it
+//! once, for the replay. Keeping it out of the body keeps the body small (`B` and a pointer): it
+//! travels with every request, and every move copies it. A body without data (`Empty`) needs no
+//! recording at all.
 
 use std::collections::VecDeque;
 use std::mem;
@@ -138,20 +141,34 @@ impl Replayable {
 impl<B: Body> ReplayBody<B> {
     /// Wraps `body`, recording up to `limit` bytes. Returns how the request could be replayed, or
     /// `None` when it cannot be (replay disabled, or the body announces more than `limit`).
-    #[inline(always)]
+    #[cfg(test)]
     pub(crate) fn new(body: B, limit: usize) -> (Self, Option<Replayable>) {
+        let (tape, replayable) = Self::plan(&body, limit);
+        (Self::streaming(body, tape), replayable)
+    }
+
+    /// `body`, streaming, recorded on `tape` if there is one (see [`plan`](Self::plan)).
+    #[inline(always)]
+    pub(crate) fn streaming(inner: B, tape: Option<Tape>) -> Self {
+        ReplayBody {
+            state: State::Streaming { inner, tape },
+        }
+    }
+
+    /// How `body` is to be recorded, up to `limit` bytes: the tape to record it on (if it has
+    /// data), and how the request could be replayed, or `None` when it cannot be (replay
+    /// disabled, or the body announces more than `limit`).
+    #[inline(always)]
+    pub(crate) fn plan(body: &B, limit: usize) -> (Option<Tape>, Option<Replayable>) {
         let limit = limit as u64;
-        let pass = |inner| ReplayBody {
-            state: State::Streaming { inner, tape: None },
-        };
         if limit == 0 {
-            return (pass(body), None);
+            return (None, None);
         }
         if body.is_end_stream() {
-            return (pass(body), Some(Replayable::Empty));
+            return (None, Some(Replayable::Empty));
         }
         if body.size_hint().lower() > limit {
-            return (pass(body), None);
+            return (None, None);
         }
         let hint = body.size_hint();
         let tape = Arc::new(Mutex::new(Recorder {
@@ -163,13 +180,7 @@ impl<B: Body> ReplayBody<B> {
             hint: hint.lower(),
             complete: false,
         }));
-        let body = ReplayBody {
-            state: State::Streaming {
-                inner: body,
-                tape: Some(tape.clone()),
-            },
-        };
-        (body, Some(Replayable::Recording(tape)))
+        (Some(tape.clone()), Some(Replayable::Recording(tape)))
     }
 }
 

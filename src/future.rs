@@ -250,8 +250,7 @@ where
                         current.header.clone(),
                         &svc,
                     ));
-                    let (parts, body) = req.into_parts();
-                    self.set(send(&mut svc, local, parts, body));
+                    self.set(send(&mut svc, local, req));
                 }
                 StateProj::Failed { error } => {
                     let error = error.take().unwrap_or(Error::FetchAborted);

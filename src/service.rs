@@ -11,7 +11,6 @@ use std::mem;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
-use http::request::Parts;
 use http::{
     Extensions, HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri, Version,
 };
@@ -160,8 +159,6 @@ where
 
     #[inline]
     fn call(&mut self, req: Request<ReqB>) -> Self::Future {
-        // Taken apart once, here: every move of a request (over 200 bytes) is a copy.
-        let (parts, body) = req.into_parts();
         let stamp = self.cache.stamp();
         let phase = Cache::phase(stamp);
         if phase != STALE {
@@ -174,17 +171,17 @@ where
                 if phase == SOFT && self.cache.claim_refresh(stamp) {
                     self.cache.refresh_in_background();
                 }
-                return send(&mut self.inner, local, parts, body);
+                return send(&mut self.inner, local, req);
             }
         }
-        self.call_slow(parts, body)
+        self.call_slow(req)
     }
 }
 
 impl<S: Clone> KeroAuth<S> {
     /// `call` when the token is stale or missing: ask the cache, and wait for a fetch if needed.
     #[inline(never)]
-    fn call_slow<ReqB, ResB>(&mut self, parts: Parts, body: ReqB) -> ResponseFuture<S, ReqB, ResB>
+    fn call_slow<ReqB, ResB>(&mut self, req: Request<ReqB>) -> ResponseFuture<S, ReqB, ResB>
     where
         S: Service<Request<ReplayBody<ReqB>>, Response = Response<ResB>>,
         ReqB: Body,
@@ -192,7 +189,7 @@ impl<S: Clone> KeroAuth<S> {
         match self.cache.obtain(0) {
             Acquire::Ready(current) => {
                 let local = self.install(&current);
-                send(&mut self.inner, local, parts, body)
+                send(&mut self.inner, local, req)
             }
             Acquire::Wait(wait) => {
                 // The inner service was made ready by `poll_ready`; take it into the future and
@@ -200,7 +197,6 @@ impl<S: Clone> KeroAuth<S> {
                 // cloning inner services").
                 let clone = self.inner.clone();
                 let ready = mem::replace(&mut self.inner, clone);
-                let req = Request::from_parts(parts, body);
                 ResponseFuture::acquiring(wait, ready, req, self.cache.clone())
             }
             Acquire::Failed(error) => ResponseFuture::failed(error),
@@ -240,13 +236,13 @@ struct Head {
 
 impl Head {
     #[inline(always)]
-    fn of(parts: &Parts) -> Self {
+    fn of<B>(req: &Request<B>) -> Self {
         Head {
-            method: parts.method.clone(),
-            uri: parts.uri.clone(),
-            version: parts.version,
-            headers: (!parts.headers.is_empty()).then(|| parts.headers.clone()),
-            extensions: parts.extensions.clone(),
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            version: req.version(),
+            headers: (!req.headers().is_empty()).then(|| req.headers().clone()),
+            extensions: req.extensions().clone(),
         }
     }
 }
@@ -283,8 +279,7 @@ impl Replay {
 pub(crate) fn send<S, ReqB, ResB>(
     svc: &mut S,
     local: Arc<Local<S>>,
-    mut parts: Parts,
-    body: ReqB,
+    mut req: Request<ReqB>,
 ) -> ResponseFuture<S, ReqB, ResB>
 where
     S: Service<Request<ReplayBody<ReqB>>, Response = Response<ResB>>,
@@ -292,17 +287,17 @@ where
 {
     let header = local.header.clone();
     let name = local.name.clone();
-    let (body, replayable) = ReplayBody::new(body, local.cache.config.replay_limit);
+    let (tape, replayable) = ReplayBody::plan(req.body(), local.cache.config.replay_limit);
     ResponseFuture {
         replay: replayable.map(|body| Replay {
-            head: Head::of(&parts),
+            head: Head::of(&req),
             body,
         }),
         local: Some(local),
         state: State::Sending {
             fut: {
-                parts.headers.insert(name, header);
-                svc.call(Request::from_parts(parts, body))
+                req.headers_mut().insert(name, header);
+                svc.call(req.map(|body| ReplayBody::streaming(body, tape)))
             },
         },
     }
