@@ -22,12 +22,12 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
-use tokio::sync::watch;
+use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
@@ -150,7 +150,7 @@ struct State {
 
 struct Flight {
     id: u64,
-    rx: watch::Receiver<Option<Outcome>>,
+    slot: Arc<Slot>,
     task: AbortHandle,
 }
 
@@ -254,7 +254,7 @@ impl Cache {
             }
         }
         if let Some(flight) = st.flight.as_ref() {
-            return Acquire::Wait(wait(flight.rx.clone()));
+            return Acquire::Wait(wait(flight.slot.clone()));
         }
         if backing_off {
             if let Some(failure) = st.failure.as_ref() {
@@ -262,7 +262,7 @@ impl Cache {
             }
         }
         match self.start_fetch(&mut st) {
-            Ok(rx) => Acquire::Wait(wait(rx)),
+            Ok(slot) => Acquire::Wait(wait(slot)),
             Err(e) => Acquire::Failed(e),
         }
     }
@@ -297,12 +297,10 @@ impl Cache {
             .is_ok()
     }
 
-    fn start_fetch(
-        self: &Arc<Self>,
-        st: &mut State,
-    ) -> Result<watch::Receiver<Option<Outcome>>, Error> {
+    fn start_fetch(self: &Arc<Self>, st: &mut State) -> Result<Arc<Slot>, Error> {
         let handle = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
-        let (tx, rx) = watch::channel(None);
+        let slot = Arc::new(Slot::default());
+        let tx = Publisher(slot.clone());
         st.next_flight += 1;
         let id = st.next_flight;
         let previous = st.current.as_ref().map(|c| c.token.clone());
@@ -337,10 +335,10 @@ impl Cache {
         });
         st.flight = Some(Flight {
             id,
-            rx: rx.clone(),
+            slot: slot.clone(),
             task: task.abort_handle(),
         });
-        Ok(rx)
+        Ok(slot)
     }
 
     /// Takes in the outcome of fetch `id`. For a new token, also returns the timed steps of its
@@ -519,12 +517,45 @@ async fn run_timer(cache: Weak<Cache>, generation: u64, events: Events) {
     }
 }
 
-fn wait(mut rx: watch::Receiver<Option<Outcome>>) -> TokenWait {
+/// Where a fetch's outcome is published, once, for every request waiting for it.
+#[derive(Default)]
+struct Slot {
+    outcome: OnceLock<Outcome>,
+    notify: Notify,
+}
+
+/// The fetch's end of its slot. Dropped without having published (the task was dropped before
+/// it finished, the cache is gone), it publishes `FetchAborted`: no waiter ever hangs.
+struct Publisher(Arc<Slot>);
+
+impl Publisher {
+    fn publish(self, outcome: Outcome) {
+        let _ = self.0.outcome.set(outcome);
+        // Dropped here: the waiters are woken.
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        let _ = self.0.outcome.set(Err(Error::FetchAborted));
+        self.0.notify.notify_waiters();
+    }
+}
+
+/// Waits for the outcome published in `slot`.
+fn wait(slot: Arc<Slot>) -> TokenWait {
     Box::pin(async move {
-        match rx.wait_for(Option::is_some).await {
-            Ok(outcome) => outcome.clone().unwrap_or(Err(Error::FetchAborted)),
-            Err(_) => Err(Error::FetchAborted),
+        // Registered before the outcome is looked at: a publication after the look wakes us.
+        let mut notified = std::pin::pin!(slot.notify.notified());
+        notified.as_mut().enable();
+        if let Some(outcome) = slot.outcome.get() {
+            return outcome.clone();
         }
+        notified.await;
+        slot.outcome
+            .get()
+            .cloned()
+            .unwrap_or(Err(Error::FetchAborted))
     })
 }
 
@@ -534,7 +565,7 @@ fn wait(mut rx: watch::Receiver<Option<Outcome>>) -> TokenWait {
 struct FlightGuard {
     cache: Weak<Cache>,
     id: u64,
-    tx: Option<watch::Sender<Option<Outcome>>>,
+    tx: Option<Publisher>,
 }
 
 impl FlightGuard {
@@ -546,7 +577,7 @@ impl FlightGuard {
     fn finish(&mut self, result: Result<Token, Error>) -> Option<(u64, Events)> {
         let tx = self.tx.take()?;
         let (outcome, timer) = self.cache.upgrade()?.complete(self.id, result);
-        tx.send_replace(Some(outcome));
+        tx.publish(outcome);
         timer
     }
 }
