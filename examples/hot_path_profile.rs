@@ -8,11 +8,15 @@
 //! valgrind --tool=callgrind target/release/examples/hot_path_profile kero 11000
 //! # quick interleaved timing of the three variants
 //! target/release/examples/hot_path_profile time 100000
+//! # 1 → 2 threads, interleaved round by round: per-call slowdown of each variant
+//! target/release/examples/hot_path_profile scale 1000000
 //! ```
 //!
 //! Variants: `floor` (tower-http's `SetRequestHeader`, same 600-byte sensitive value), `wrap`
 //! (the floor plus a body wrapper and a status check, the benches' `wrap_body_check_status`), `kero`
-//! (the layer, defaults), `bare` (the layer with replay disabled), `time` (all three, interleaved).
+//! (the layer, defaults), `bare` (the layer with replay disabled), `time` (all three, interleaved),
+//! `scale` (no layer, floor and layer: two clones made and warmed one after the other on the main
+//! thread, as a server makes them, then run on one thread and on two, in turn).
 
 #[path = "../benches/support/mod.rs"]
 mod support;
@@ -45,10 +49,35 @@ where
     start.elapsed().as_nanos() as f64 / f64::from(n)
 }
 
+/// Time per call of `n` calls on one thread (clone 0), then of `n` calls on each of two threads
+/// at once (clones 0 and 1); returns the ratio.
+fn slowdown<S>(clones: &mut [S; 2], n: u32) -> f64
+where
+    S: Service<Request<Empty<Bytes>>> + Send,
+    S::Error: std::fmt::Debug,
+{
+    let one = time(&mut clones[0], n);
+    let barrier = std::sync::Barrier::new(2);
+    let two: Vec<f64> = std::thread::scope(|scope| {
+        let handles: Vec<_> = clones
+            .iter_mut()
+            .map(|svc| {
+                let barrier = &barrier;
+                scope.spawn(move || {
+                    barrier.wait();
+                    time(svc, n)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    two.iter().copied().fold(0.0, f64::max) / one
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let (Some(which), Some(n)) = (args.next(), args.next().and_then(|n| n.parse().ok())) else {
-        eprintln!("usage: hot_path_profile floor|wrap|kero|bare|time <requests>");
+        eprintln!("usage: hot_path_profile floor|wrap|kero|bare|time|scale <requests>");
         std::process::exit(2);
     };
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -96,6 +125,33 @@ fn main() {
                 m[1] / m[0],
                 m[2],
                 m[2] / m[0]
+            );
+        }
+        "scale" => {
+            let mut floor2 = [floor.clone(), floor.clone()];
+            let (a, b) = (warmed(true), warmed(true));
+            let mut kero2 = [a.clone(), b.clone()];
+            // `a` and `b` made their copies when warmed; their clones make theirs now, in turn.
+            for s in kero2.iter_mut() {
+                call_now(s, Request::new(Empty::<Bytes>::new()));
+            }
+            let mut noop2 = [Noop, Noop];
+            let mut r = [Vec::new(), Vec::new(), Vec::new()];
+            for _ in 0..21 {
+                r[0].push(slowdown(&mut noop2, n));
+                r[1].push(slowdown(&mut floor2, n));
+                r[2].push(slowdown(&mut kero2, n));
+            }
+            let m: Vec<f64> = r
+                .iter_mut()
+                .map(|v| {
+                    v.sort_by(|a, b| a.total_cmp(b));
+                    v[v.len() / 2]
+                })
+                .collect();
+            println!(
+                "1 → 2 threads, per call: no layer {:.3}×, floor {:.3}×, kero {:.3}×",
+                m[0], m[1], m[2]
             );
         }
         other => panic!("unknown variant {other}"),

@@ -38,6 +38,9 @@ pub struct KeroAuth<S> {
 }
 
 /// One clone's view of one token generation: what the hot path hands to each request's future.
+/// Aligned to 128 bytes, so that its reference count, written by every request of this clone,
+/// shares no cache line with another clone's (see `cache::Padded`).
+#[repr(align(128))]
 pub(crate) struct Local<S> {
     pub(crate) cache: Arc<Cache>,
     pub(crate) generation: u64,
