@@ -44,34 +44,7 @@ fn time<S: Service<Request<Empty<Bytes>>>>(svc: &mut S, n: u32) -> f64
 where
     S::Error: std::fmt::Debug,
 {
-    let start = std::time::Instant::now();
-    run(svc, n);
-    start.elapsed().as_nanos() as f64 / f64::from(n)
-}
-
-/// Time per call of `n` calls on one thread (clone 0), then of `n` calls on each of two threads
-/// at once (clones 0 and 1); returns the ratio.
-fn slowdown<S>(clones: &mut [S; 2], n: u32) -> f64
-where
-    S: Service<Request<Empty<Bytes>>> + Send,
-    S::Error: std::fmt::Debug,
-{
-    let one = time(&mut clones[0], n);
-    let barrier = std::sync::Barrier::new(2);
-    let two: Vec<f64> = std::thread::scope(|scope| {
-        let handles: Vec<_> = clones
-            .iter_mut()
-            .map(|svc| {
-                let barrier = &barrier;
-                scope.spawn(move || {
-                    barrier.wait();
-                    time(svc, n)
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
-    two.iter().copied().fold(0.0, f64::max) / one
+    per_call(svc, u64::from(n))
 }
 
 fn main() {
@@ -138,9 +111,9 @@ fn main() {
             let mut noop2 = [Noop, Noop];
             let mut r = [Vec::new(), Vec::new(), Vec::new()];
             for _ in 0..21 {
-                r[0].push(slowdown(&mut noop2, n));
-                r[1].push(slowdown(&mut floor2, n));
-                r[2].push(slowdown(&mut kero2, n));
+                r[0].push(thread_slowdown(&mut noop2, n.into()));
+                r[1].push(thread_slowdown(&mut floor2, n.into()));
+                r[2].push(thread_slowdown(&mut kero2, n.into()));
             }
             let m: Vec<f64> = r
                 .iter_mut()

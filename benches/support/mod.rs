@@ -114,6 +114,43 @@ where
     drop(std::hint::black_box(res));
 }
 
+/// Nanoseconds per call of `n` calls of `svc`, one after the other, without a runtime.
+pub fn per_call<S: Service<Request<Empty<Bytes>>>>(svc: &mut S, n: u64) -> f64
+where
+    S::Error: std::fmt::Debug,
+{
+    let start = std::time::Instant::now();
+    for _ in 0..n {
+        call_now(svc, Request::new(Empty::new()));
+    }
+    start.elapsed().as_nanos() as f64 / n as f64
+}
+
+/// The per-call slowdown from one thread to two: `n` calls on clone 0 alone, then `n` calls on
+/// each of clones 0 and 1 on two threads at once (the slower of the two).
+pub fn thread_slowdown<S>(clones: &mut [S; 2], n: u64) -> f64
+where
+    S: Service<Request<Empty<Bytes>>> + Send,
+    S::Error: std::fmt::Debug,
+{
+    let one = per_call(&mut clones[0], n);
+    let barrier = std::sync::Barrier::new(2);
+    let two: Vec<f64> = std::thread::scope(|scope| {
+        let handles: Vec<_> = clones
+            .iter_mut()
+            .map(|svc| {
+                let barrier = &barrier;
+                scope.spawn(move || {
+                    barrier.wait();
+                    per_call(svc, n)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    two.iter().copied().fold(0.0, f64::max) / one
+}
+
 /// Baseline (c): what one writes without thinking about the hot path: the token behind a mutex,
 /// a header value built from it on every request.
 #[derive(Clone, Debug)]
