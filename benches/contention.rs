@@ -22,7 +22,6 @@
 
 mod support;
 
-use std::sync::Barrier;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
@@ -49,23 +48,12 @@ where
     S: Service<Req> + Send,
     S::Error: std::fmt::Debug,
 {
-    let barrier = Barrier::new(clones.len());
-    let spans: Vec<(Instant, Instant)> = std::thread::scope(|scope| {
-        let handles: Vec<_> = clones
-            .iter_mut()
-            .map(|svc| {
-                let barrier = &barrier;
-                scope.spawn(move || {
-                    barrier.wait();
-                    let start = Instant::now();
-                    for _ in 0..iters {
-                        call_now(svc, Request::new(Empty::new()));
-                    }
-                    (start, Instant::now())
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    let spans = on_threads_each(clones, |svc| {
+        let start = Instant::now();
+        for _ in 0..iters {
+            call_now(svc, Request::new(Empty::new()));
+        }
+        (start, Instant::now())
     });
     let start = spans.iter().map(|s| s.0).min().unwrap();
     let end = spans.iter().map(|s| s.1).max().unwrap();
@@ -226,14 +214,12 @@ where
     }
     println!("\n| 1 → 2 threads, interleaved ({ROUNDS} rounds × {CALLS} calls) | median slowdown | range |");
     println!("|---|---:|---:|");
-    for ((name, _), mut r) in runs.iter().zip(ratios) {
-        r.sort_by(|a, b| a.total_cmp(b));
-        println!(
-            "| {name} | {:.3}× | {:.2}–{:.2}× |",
-            r[r.len() / 2],
-            r[0],
-            r[r.len() - 1]
+    for ((name, _), r) in runs.iter().zip(ratios) {
+        let (lo, hi) = (
+            r.iter().copied().fold(f64::MAX, f64::min),
+            r.iter().copied().fold(0.0, f64::max),
         );
+        println!("| {name} | {:.3}× | {lo:.2}–{hi:.2}× |", median(r));
     }
 }
 

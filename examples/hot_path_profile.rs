@@ -84,13 +84,7 @@ fn main() {
                 t[1].push(time(&mut kero, n));
                 t[2].push(time(&mut bare, n));
             }
-            let m: Vec<f64> = t
-                .iter_mut()
-                .map(|v| {
-                    v.sort_by(|a, b| a.total_cmp(b));
-                    v[v.len() / 2]
-                })
-                .collect();
+            let m = t.map(median);
             println!(
                 "floor {:.1} ns, kero {:.1} ns ({:.3}×), bare {:.1} ns ({:.3}×)",
                 m[0],
@@ -115,13 +109,7 @@ fn main() {
                 r[1].push(thread_slowdown(&mut floor2, n.into()));
                 r[2].push(thread_slowdown(&mut kero2, n.into()));
             }
-            let m: Vec<f64> = r
-                .iter_mut()
-                .map(|v| {
-                    v.sort_by(|a, b| a.total_cmp(b));
-                    v[v.len() / 2]
-                })
-                .collect();
+            let m = r.map(median);
             println!(
                 "1 → 2 threads, per call: no layer {:.3}×, floor {:.3}×, kero {:.3}×",
                 m[0], m[1], m[2]

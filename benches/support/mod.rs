@@ -134,21 +134,37 @@ where
     S::Error: std::fmt::Debug,
 {
     let one = per_call(&mut clones[0], n);
-    let barrier = std::sync::Barrier::new(2);
-    let two: Vec<f64> = std::thread::scope(|scope| {
+    let two = on_threads_each(clones, |svc| per_call(svc, n));
+    two.iter().copied().fold(0.0, f64::max) / one
+}
+
+/// Runs `f` on every clone, each on a thread of its own, released together by a barrier;
+/// returns what each returned.
+pub fn on_threads_each<S, T>(clones: &mut [S], f: impl Fn(&mut S) -> T + Sync) -> Vec<T>
+where
+    S: Send,
+    T: Send,
+{
+    let barrier = std::sync::Barrier::new(clones.len());
+    std::thread::scope(|scope| {
         let handles: Vec<_> = clones
             .iter_mut()
             .map(|svc| {
-                let barrier = &barrier;
+                let (barrier, f) = (&barrier, &f);
                 scope.spawn(move || {
                     barrier.wait();
-                    per_call(svc, n)
+                    f(svc)
                 })
             })
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
-    two.iter().copied().fold(0.0, f64::max) / one
+    })
+}
+
+/// The median of `v` (the upper one of an even count).
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
 }
 
 /// Baseline (c): what one writes without thinking about the hot path: the token behind a mutex,
@@ -326,10 +342,6 @@ pub fn interleaved(
             times[i].push(t);
         }
     }
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(|a, b| a.total_cmp(b));
-        v[v.len() / 2]
-    };
     let base: Vec<(&str, usize)> = baselines
         .iter()
         .filter_map(|b| Some((*b, variants.iter().position(|(n, _)| n == b)?)))
