@@ -75,6 +75,17 @@ fn main() {
         "floor" => run(&mut floor, n),
         "wrap" => run(&mut WrapLayer::new(sensitive_value()).layer(Noop), n),
         "kero" => run(&mut warmed(true), n),
+        "kclone" => {
+            let svc = warmed(true);
+            for _ in 0..n {
+                call_now(&mut svc.clone(), Request::new(Empty::<Bytes>::new()));
+            }
+        }
+        "fclone" => {
+            for _ in 0..n {
+                call_now(&mut floor.clone(), Request::new(Empty::<Bytes>::new()));
+            }
+        }
         "bare" => run(&mut warmed(false), n),
         "time" => {
             let (mut kero, mut bare) = (warmed(true), warmed(false));

@@ -18,7 +18,7 @@ use http_body::Body;
 use tower_service::Service;
 
 use crate::body::{ReplayBody, Replayable};
-use crate::cache::{Acquire, Cache, Current, SOFT, STALE};
+use crate::cache::{Acquire, Cache, ColdTail, Current, SOFT, STALE};
 use crate::future::{ResponseFuture, State};
 use crate::{BoxError, Stats, DEFAULT_HEADER};
 
@@ -38,9 +38,9 @@ pub struct KeroAuth<S> {
 }
 
 /// One clone's view of one token generation: what the hot path hands to each request's future.
-/// Aligned to 128 bytes, so that its reference count, written by every request of this clone,
-/// shares no cache line with another clone's (see `cache::Padded`).
-#[repr(align(128))]
+/// It ends in a [`ColdTail`] (`repr(C)`: fields in this order), so that its reference count,
+/// written by every request of this clone, shares no cache line with another clone's state.
+#[repr(C)]
 pub(crate) struct Local<S> {
     pub(crate) cache: Arc<Cache>,
     pub(crate) generation: u64,
@@ -50,6 +50,7 @@ pub(crate) struct Local<S> {
     /// A clone of the inner service, not yet ready, from which replays are made: a replay is rare,
     /// so the inner service is cloned then, not for every request.
     replayer: Mutex<S>,
+    _tail: ColdTail,
 }
 
 impl<S: Clone> Local<S> {
@@ -60,6 +61,7 @@ impl<S: Clone> Local<S> {
             generation,
             header,
             replayer: Mutex::new(svc.clone()),
+            _tail: ColdTail::new(),
         }
     }
 
