@@ -9,8 +9,8 @@
 //! came first) is never replayed, since nobody knows what the server read of it.
 //!
 //! The recording lives in one allocation shared by the body, which writes it chunk by chunk under
-//! a lock nobody else takes while the body streams, and the response future, which takes it
-//! once, for the replay. Keeping it out of the body keeps the body small (`B` and a pointer): it
+//! a lock that is rarely contended (only by a rejection that comes while the body still
+//! streams), and the response future, which takes it once, for the replay. Keeping it out of the body keeps the body small (`B` and a pointer): it
 //! travels with every request, and every move copies it. A body without data (`Empty`) needs no
 //! recording at all.
 

@@ -44,6 +44,10 @@ pub(crate) const REFRESHING: u64 = 2;
 pub(crate) const STALE: u64 = 3;
 const PHASE: u64 = 3;
 
+/// The longest a token is used, or a backoff lasts, from now: ten years. A server's expiry may be
+/// anything up to `i64::MAX` seconds, which no `Instant` can hold.
+const LONGEST: Duration = Duration::from_secs(10 * 365 * 86_400);
+
 /// Everything the layer was configured with.
 #[derive(Clone, Debug)]
 pub(crate) struct Config {
@@ -81,7 +85,9 @@ impl Current {
             .access_remaining()
             .and_then(|left| left.checked_sub(config.expiry_margin))
             .filter(|d| !d.is_zero())
-            .ok_or(Error::InvalidToken(InvalidToken::Expired))?;
+            .ok_or(Error::InvalidToken(InvalidToken::Expired))?
+            // An expiry beyond any clock (the server's answer is bad input) is not a panic.
+            .min(LONGEST);
         let mut header = HeaderValue::from_str(token.auth_token())
             .map_err(|_| Error::InvalidToken(InvalidToken::NotHeaderSafe))?;
         header.set_sensitive(true);
@@ -357,8 +363,9 @@ impl Cache {
         );
         // The guard is made inside the task: a runtime that is shutting down drops a new task
         // at once, on this thread, while the lock is held; there must be nothing to complete then.
-        // Once the token is in, the same task stays on as the token's timer (one task per token,
-        // not two: see `set_timer`).
+        // (The `Publisher` the task holds is dropped then, under the lock: it takes no lock of
+        // the cache's, and the slot has no waiters yet.) Once the token is in, the same task
+        // stays on as the token's timer (one task per token, not two: see `set_timer`).
         let task = handle.spawn(async move {
             let guard = FlightGuard {
                 cache: weak.clone(),
@@ -410,18 +417,21 @@ impl Cache {
                 if let Some(old) = st.timer.take() {
                     old.abort();
                 }
-                tracing::debug!(generation, "kero-auth: new token");
                 let timer = match flight {
                     // The fetch's own task runs the timer (this runs in that task).
                     Some(flight) => {
                         st.timer = Some(flight.task);
                         Some((generation, events))
                     }
+                    // Not reached (nothing forgets a flight while its task runs); kept so that
+                    // a token never goes without a timer.
                     None => {
                         self.set_timer(&mut st, generation, events);
                         None
                     }
                 };
+                drop(st);
+                tracing::debug!(generation, "kero-auth: new token");
                 (Ok(current), timer)
             }
             Err(error) => {
@@ -431,7 +441,7 @@ impl Cache {
                     .as_ref()
                     .map_or(0, |f| f.attempts)
                     .saturating_add(1);
-                let retry_at = now + self.backoff(attempts);
+                let retry_at = now + self.backoff(attempts).min(LONGEST);
                 tracing::warn!(attempts, error = %error, "kero-auth: token fetch failed");
                 st.failure = Some(Failure {
                     error: error.clone(),
@@ -551,8 +561,9 @@ enum Step {
 /// Up to two timed steps, in order.
 type Events = [Option<(Instant, Step)>; 2];
 
-/// A token's timer: moves `generation`'s phase at the given instants, in order, for as long as
-/// the cache lives (it is aborted when the token is replaced or the cache dropped).
+/// A token's timer: moves `generation`'s phase at the given instants, in order, and ends after
+/// the last. It is aborted sooner when the token is replaced, when a failed refresh reschedules
+/// the phases (`schedule_retry`), or when the cache is dropped; it holds only a weak reference.
 async fn run_timer(cache: Weak<Cache>, generation: u64, events: Events) {
     for (at, step) in events.into_iter().flatten() {
         tokio::time::sleep_until(at).await;
@@ -603,9 +614,11 @@ fn wait(slot: Arc<Slot>) -> TokenWait {
     })
 }
 
-/// Owned by the fetch task. Delivers the outcome to the waiters; if the task ends without one
-/// (the source panicked, or the runtime is shutting down), delivers `FetchAborted` instead, so
-/// that no waiter hangs and the cache is free to fetch again.
+/// Owned by the fetch task. Hands the outcome to the cache and publishes it to the waiters. If
+/// the task ends without an outcome: the source panicked, and that is a failure like any other
+/// (backed off); or the task was cancelled (the runtime is shutting down), and the flight is
+/// forgotten so that the next request fetches anew. Either way the waiters are woken, with
+/// `FetchAborted` (by the slot's `Publisher`, when it is dropped unpublished).
 struct FlightGuard {
     cache: Weak<Cache>,
     id: u64,

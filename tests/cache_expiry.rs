@@ -327,3 +327,46 @@ async fn layers_started_together_refresh_at_different_instants() {
         "refreshes bunched together: {at:?}"
     );
 }
+
+/// An expiry at the edge of what clocks hold (a server answering `i64::MAX` seconds, with its
+/// own clock at 1970, or a year far past 9999) is a token like any other: used, fetched once,
+/// never a panic.
+#[tokio::test(start_paused = true)]
+async fn an_expiry_beyond_any_clock_is_used_without_panicking() {
+    for (expires_at, server_now) in [
+        (i64::MAX, UNIX_EPOCH),
+        (i64::MAX, UNIX_EPOCH + Duration::from_secs(1_700_000_000)),
+        (
+            253_402_300_800 * 1000,
+            UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+        ),
+    ] {
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let counted = fetches.clone();
+        let layer = KeroAuthLayer::new(source::from_fn(move |_current| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            async move {
+                Ok::<_, Infallible>(
+                    Token::new(
+                        "tok-far".to_owned(),
+                        expires_at,
+                        "ref".to_owned(),
+                        expires_at,
+                    )
+                    .with_server_time(server_now),
+                )
+            }
+        }));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let svc = layer.layer(inner(seen.clone()));
+        for _ in 0..3 {
+            send(&svc).await;
+        }
+        assert_eq!(
+            *seen.lock().unwrap(),
+            ["tok-far"; 3],
+            "expires_at {expires_at}"
+        );
+        assert_eq!(fetches.load(Ordering::SeqCst), 1, "expires_at {expires_at}");
+    }
+}

@@ -346,7 +346,8 @@ async fn no_task_of_ours_outlives_the_layer() {
     let src = CountingSource::new(Duration::from_secs(3600));
     let layer = layer(&src);
     let svc = layer.layer(ok_inner());
-    // Two generations: each has its timer task; the first's is aborted when the second's starts.
+    // Two generations, one after the other: each token's timer is the task that fetched it; the
+    // first's has run its course (the token went stale) when the second is fetched.
     svc.clone().oneshot(req()).await.unwrap();
     tokio::time::advance(Duration::from_secs(3600)).await;
     svc.clone().oneshot(req()).await.unwrap();
@@ -419,4 +420,123 @@ fn a_runtime_shut_down_mid_fetch_does_not_wedge_the_cache() {
         svc.clone().oneshot(req()).await.unwrap();
     });
     assert_eq!(src.fetches(), 2);
+}
+
+/// Waits for the runtime's other tasks to run (paused time: nothing else advances).
+async fn settle() {
+    for _ in 0..5 {
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_background_refresh_replaces_the_old_tokens_timer() {
+    let metrics = tokio::runtime::Handle::current().metrics();
+    let before = metrics.num_alive_tasks();
+    let src = CountingSource::new(Duration::from_secs(3600)).with_delay(Duration::from_millis(100));
+    let layer = KeroAuthLayer::builder(src.clone())
+        .refresh_window(Duration::from_secs(300))
+        .build();
+    let svc = layer.layer(ok_inner());
+    svc.clone().oneshot(req()).await.unwrap();
+    settle().await;
+    assert_eq!(metrics.num_alive_tasks(), before + 1, "the token's timer");
+    // Inside the refresh window, long before the token goes stale: the request is served at once
+    // and starts a background refresh.
+    tokio::time::advance(Duration::from_secs(3600 - 60)).await;
+    settle().await;
+    svc.clone().oneshot(req()).await.unwrap();
+    settle().await;
+    assert_eq!(
+        metrics.num_alive_tasks(),
+        before + 2,
+        "old timer + the refresh"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    settle().await;
+    assert_eq!(src.fetches(), 2);
+    assert_eq!(
+        metrics.num_alive_tasks(),
+        before + 1,
+        "the old token's timer aborted; the refresh's task is the new token's timer"
+    );
+    drop(svc);
+    drop(layer);
+    settle().await;
+    assert_eq!(
+        metrics.num_alive_tasks(),
+        before,
+        "a task outlived the layer"
+    );
+}
+
+#[test]
+fn a_timer_on_an_idle_runtime_does_not_hold_the_source() {
+    let src = CountingSource::new(Duration::from_secs(3600));
+    let probe = Arc::downgrade(&src);
+    let layer = layer(&src);
+    let svc = layer.layer(ok_inner());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async { svc.clone().oneshot(req()).await.unwrap() });
+    // The runtime is not driven again: the token's timer task is alive but never polled, so
+    // the layer's drop aborts it without it being dropped yet.
+    drop((svc, layer, src));
+    assert!(
+        probe.upgrade().is_none(),
+        "the timer task keeps the source alive"
+    );
+    drop(rt);
+}
+
+#[test]
+fn a_fetch_dropped_before_it_ran_wakes_its_waiters() {
+    let src = CountingSource::new(Duration::from_secs(3600));
+    let svc = layer(&src).layer(ok_inner());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // One poll: the request waits for the fetch it started, whose task has not run yet.
+    let mut waiting = Box::pin(svc.clone().oneshot(req()));
+    rt.block_on(async { assert!(futures_util::poll!(waiting.as_mut()).is_pending()) });
+    drop(rt); // drops the fetch task without running it
+    assert_eq!(src.fetches(), 0, "the fetch never ran");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let err = tokio::time::timeout(Duration::from_secs(5), waiting.as_mut())
+            .await
+            .expect("the waiter hung")
+            .unwrap_err();
+        assert!(
+            matches!(err.downcast_ref::<Error>(), Some(Error::FetchAborted)),
+            "{err:?}"
+        );
+        // The dead fetch is forgotten: the next request fetches anew.
+        svc.clone().oneshot(req()).await.unwrap();
+    });
+    assert_eq!(src.fetches(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_backoff_beyond_any_clock_is_not_a_panic() {
+    let src = CountingSource::new(Duration::from_secs(3600));
+    src.set_mode(Mode::Fail);
+    let svc = KeroAuthLayer::builder(src.clone())
+        .backoff(Duration::MAX, Duration::MAX)
+        .build()
+        .layer(ok_inner());
+    for _ in 0..3 {
+        let err = svc.clone().oneshot(req()).await.unwrap_err();
+        assert!(
+            matches!(err.downcast_ref::<Error>(), Some(Error::Source(_))),
+            "{err:?}"
+        );
+    }
+    assert_eq!(src.fetches(), 1, "backing off: one fetch, then its error");
 }
