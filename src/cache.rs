@@ -7,6 +7,9 @@
 //! - The fetch runs in a task of its own under its own timeout: dropping the request that started
 //!   it cancels nothing. The task holds only a weak reference to the cache, and the cache aborts
 //!   its tasks when the last layer or service is dropped, so nothing outlives the layer.
+//! - A request waits for a fetch at most the fetch timeout and a second: a fetch that has not
+//!   ended by then is not running (its runtime is no longer driven), and is forgotten, so that
+//!   the next request fetches on a runtime that runs.
 //! - A failure is delivered to every waiter and then backed off (exponential, jittered); during
 //!   the backoff a request that needs a fetch fails at once with the last error. A failure never
 //!   evicts a token that is still valid.
@@ -47,6 +50,10 @@ const PHASE: u64 = 3;
 /// The longest a token is used, or a backoff lasts, from now: ten years. A server's expiry may be
 /// anything up to `i64::MAX` seconds, which no `Instant` can hold.
 const LONGEST: Duration = Duration::from_secs(10 * 365 * 86_400);
+
+/// How much longer than the fetch timeout a request waits for a fetch before it takes the
+/// fetch's task for not running (see `Cache::wait`).
+const WAIT_GRACE: Duration = Duration::from_secs(1);
 
 /// Everything the layer was configured with.
 #[derive(Clone, Debug)]
@@ -302,7 +309,7 @@ impl Cache {
             }
         }
         if let Some(flight) = st.flight.as_ref() {
-            return Acquire::Wait(wait(flight.slot.clone()));
+            return Acquire::Wait(self.wait(flight.id, flight.slot.clone()));
         }
         if backing_off {
             if let Some(failure) = st.failure.as_ref() {
@@ -310,7 +317,7 @@ impl Cache {
             }
         }
         match self.start_fetch(&mut st) {
-            Ok(slot) => Acquire::Wait(wait(slot)),
+            Ok((id, slot)) => Acquire::Wait(self.wait(id, slot)),
             Err(e) => Acquire::Failed(e),
         }
     }
@@ -345,7 +352,7 @@ impl Cache {
             .is_ok()
     }
 
-    fn start_fetch(self: &Arc<Self>, st: &mut State) -> Result<Arc<Slot>, Error> {
+    fn start_fetch(self: &Arc<Self>, st: &mut State) -> Result<(u64, Arc<Slot>), Error> {
         let handle = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
         let slot = Arc::new(Slot::default());
         let tx = Publisher(slot.clone());
@@ -389,7 +396,7 @@ impl Cache {
             slot: slot.clone(),
             task: task.abort_handle(),
         });
-        Ok(slot)
+        Ok((id, slot))
     }
 
     /// Takes in the outcome of fetch `id`. For a new token, also returns the timed steps of its
@@ -453,6 +460,55 @@ impl Cache {
                 }
                 (Err(error), None)
             }
+        }
+    }
+
+    /// Waits for the outcome of fetch `id`, published in `slot`.
+    ///
+    /// A fetch ends by its own timeout; one that has not ended well past it is not running: its
+    /// task sits on a runtime that is no longer driven (alive but idle, or blocked). The waiter
+    /// then gives up with a timeout error and forgets the fetch, so that the next request
+    /// fetches anew, on a runtime that runs.
+    fn wait(self: &Arc<Self>, id: u64, slot: Arc<Slot>) -> TokenWait {
+        let cache = Arc::downgrade(self);
+        let limit = self.config.fetch_timeout.saturating_add(WAIT_GRACE);
+        Box::pin(async move {
+            // Registered before the outcome is looked at: a publication after the look wakes us.
+            let mut notified = std::pin::pin!(slot.notify.notified());
+            notified.as_mut().enable();
+            if let Some(outcome) = slot.outcome.get() {
+                return outcome.clone();
+            }
+            // A deadline needs a tokio timer; a request polled outside tokio waits as long as
+            // it takes.
+            if tokio::runtime::Handle::try_current().is_ok() {
+                if tokio::time::timeout(limit, notified).await.is_err() {
+                    if let Some(cache) = cache.upgrade() {
+                        cache.forsake(id);
+                    }
+                    return Err(Error::FetchTimeout(limit));
+                }
+            } else {
+                notified.await;
+            }
+            slot.outcome
+                .get()
+                .cloned()
+                .unwrap_or(Err(Error::FetchAborted))
+        })
+    }
+
+    /// Forgets fetch `id`, which is not running (see `wait`), and cancels its task for when its
+    /// runtime runs again. Not a failure of the source: no backoff.
+    fn forsake(&self, id: u64) {
+        let mut st = self.lock();
+        if let Some(flight) = st.flight.take_if(|f| f.id == id) {
+            tracing::warn!(
+                flight = id,
+                "kero-auth: a token fetch did not end by its own timeout (its runtime is not \
+                 running); the next request fetches anew"
+            );
+            flight.task.abort();
         }
     }
 
@@ -595,23 +651,6 @@ impl Drop for Publisher {
         let _ = self.0.outcome.set(Err(Error::FetchAborted));
         self.0.notify.notify_waiters();
     }
-}
-
-/// Waits for the outcome published in `slot`.
-fn wait(slot: Arc<Slot>) -> TokenWait {
-    Box::pin(async move {
-        // Registered before the outcome is looked at: a publication after the look wakes us.
-        let mut notified = std::pin::pin!(slot.notify.notified());
-        notified.as_mut().enable();
-        if let Some(outcome) = slot.outcome.get() {
-            return outcome.clone();
-        }
-        notified.await;
-        slot.outcome
-            .get()
-            .cloned()
-            .unwrap_or(Err(Error::FetchAborted))
-    })
 }
 
 /// Owned by the fetch task. Hands the outcome to the cache and publishes it to the waiters. If

@@ -2,6 +2,7 @@
 //! runtime per thread): each token's timer runs on the runtime that fetched the token, so its
 //! phases move on that runtime's clock, whatever became of the runtime that fetched the first
 //! token. (A long-lived timer task per layer once broke this: it stayed on the first runtime.)
+//! And a fetch left on a runtime that is no longer driven is given up, not waited for forever.
 
 mod support;
 
@@ -117,4 +118,70 @@ fn the_first_runtime_running_on_another_clock() {
         .build()
         .unwrap();
     a_token_fetched_on_a_second_runtime_goes_stale_on_its_clock(first);
+}
+
+/// A background refresh starts on a runtime that is then no longer driven (alive, idle): its
+/// fetch never runs, not even its timeout. A request on another runtime that needs a new token
+/// waits for that fetch no longer than the fetch timeout and a grace second, gets a timeout
+/// error, and the fetch is forgotten: the next request fetches on its own runtime.
+#[test]
+fn a_fetch_stuck_on_an_idle_runtime_is_given_up_and_made_anew() {
+    let src = CountingSource::new(LIFETIME);
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let reject = Arc::new(Mutex::new(None));
+    let layer = KeroAuthLayer::builder(src.clone())
+        .refresh_window(Duration::from_secs(600))
+        .fetch_timeout(Duration::from_secs(5))
+        .build();
+    let svc = layer.layer(inner(seen.clone(), reject.clone()));
+
+    let idle = Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    idle.block_on(async {
+        svc.clone().oneshot(req()).await.unwrap();
+        // Inside the refresh window: this request is served with token 1 and starts the
+        // background refresh, as a task of this runtime.
+        tokio::time::sleep(LIFETIME - Duration::from_secs(200)).await;
+        svc.clone().oneshot(req()).await.unwrap();
+    });
+    assert_eq!(src.fetches(), 1, "the refresh has not run");
+
+    let other = Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    other.block_on(async {
+        *reject.lock().unwrap() = Some("tok-1".to_owned());
+        let started = tokio::time::Instant::now();
+        let err = tokio::time::timeout(Duration::from_secs(60), svc.clone().oneshot(req()))
+            .await
+            .expect("the request waited for a fetch that never runs")
+            .unwrap_err();
+        let err = err
+            .downcast_ref::<kero_auth::Error>()
+            .expect("a kero_auth::Error");
+        assert!(err.is_timeout(), "{err:?}");
+        assert_eq!(
+            started.elapsed(),
+            Duration::from_secs(6),
+            "fetch timeout + 1 s"
+        );
+        let res = svc.clone().oneshot(req()).await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+    });
+    assert_eq!(
+        src.fetches(),
+        2,
+        "one fetch made anew, on the runtime that runs"
+    );
+    assert_eq!(
+        *seen.lock().unwrap(),
+        ["tok-1", "tok-1", "tok-1", "tok-2"],
+        "token 1 twice on the idle runtime, rejected once, then token 2"
+    );
+    drop(idle);
 }
