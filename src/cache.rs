@@ -1,6 +1,6 @@
 //! The single-flight token cache: the one place that decides when to fetch.
 //!
-//! What it promises (see DESIGN.md, "The token cache"):
+//! What it promises (the README's "What we promise" says it for users):
 //! - At most one fetch in flight. Requests that need a token while it runs wait on it; a request
 //!   that was rejected with generation `g` asks for a token *newer than `g`*, so N rejections of
 //!   the same token cause one fetch, and a rejection of a token already superseded causes none.
@@ -449,7 +449,6 @@ impl Cache {
                     .map_or(0, |f| f.attempts)
                     .saturating_add(1);
                 let retry_at = now + self.backoff(attempts).min(LONGEST);
-                tracing::warn!(attempts, error = %error, "kero-auth: token fetch failed");
                 st.failure = Some(Failure {
                     error: error.clone(),
                     attempts,
@@ -458,6 +457,8 @@ impl Cache {
                 if Self::phase(self.stamp()) == REFRESHING {
                     self.schedule_retry(&mut st, retry_at);
                 }
+                drop(st);
+                tracing::warn!(attempts, error = %error, "kero-auth: token fetch failed");
                 (Err(error), None)
             }
         }
@@ -501,8 +502,8 @@ impl Cache {
     /// Forgets fetch `id`, which is not running (see `wait`), and cancels its task for when its
     /// runtime runs again. Not a failure of the source: no backoff.
     fn forsake(&self, id: u64) {
-        let mut st = self.lock();
-        if let Some(flight) = st.flight.take_if(|f| f.id == id) {
+        let flight = self.lock().flight.take_if(|f| f.id == id);
+        if let Some(flight) = flight {
             tracing::warn!(
                 flight = id,
                 "kero-auth: a token fetch did not end by its own timeout (its runtime is not \
