@@ -272,13 +272,6 @@ impl Cache {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The current token if it is still usable.
-    pub(crate) fn usable(&self) -> Option<Arc<Current>> {
-        let now = Instant::now();
-        let st = self.lock();
-        st.current.as_ref().filter(|c| now < c.stale_at).cloned()
-    }
-
     /// The current token, usable or not (for `Debug` and stats).
     pub(crate) fn current_token(&self) -> Option<Arc<Token>> {
         self.lock().current.as_ref().map(|c| c.token.clone())
@@ -339,9 +332,18 @@ impl Cache {
         let _ = self.start_fetch(&mut st);
     }
 
+    /// Starts the background refresh if `stamp` (read by this request) says it is due and no
+    /// other request has claimed it.
+    #[inline]
+    pub(crate) fn refresh_if_due(self: &Arc<Self>, stamp: u64) {
+        if Self::phase(stamp) == SOFT && self.claim_refresh(stamp) {
+            self.refresh_in_background();
+        }
+    }
+
     /// Moves the phase from soft to refreshing; true for the one caller that wins.
     #[inline]
-    pub(crate) fn claim_refresh(&self, stamp: u64) -> bool {
+    fn claim_refresh(&self, stamp: u64) -> bool {
         self.stamp
             .compare_exchange(
                 stamp,

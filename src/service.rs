@@ -18,7 +18,7 @@ use http_body::Body;
 use tower_service::Service;
 
 use crate::body::{ReplayBody, Replayable};
-use crate::cache::{Acquire, Cache, ColdTail, Current, SOFT, STALE};
+use crate::cache::{Acquire, Cache, ColdTail, Current, STALE};
 use crate::future::{ResponseFuture, State};
 use crate::{BoxError, Stats, DEFAULT_HEADER};
 
@@ -105,15 +105,6 @@ impl<S> KeroAuth<S> {
 }
 
 impl<S: Clone> KeroAuth<S> {
-    /// This clone's view of the cache's current token, made anew (the generation changed, or
-    /// this clone has not made a request yet). `None` if the token is no longer usable.
-    #[cold]
-    #[inline(never)]
-    fn renew_local(&mut self) -> Option<Arc<Local<S>>> {
-        let current = self.cache.usable()?;
-        Some(self.install(&current))
-    }
-
     /// Makes and keeps this clone's view of `current`.
     fn install(&mut self, current: &Current) -> Arc<Local<S>> {
         let local = Arc::new(Local::new(
@@ -165,34 +156,37 @@ where
     #[inline]
     fn call(&mut self, req: Request<ReqB>) -> Self::Future {
         let stamp = self.cache.stamp();
-        let phase = Cache::phase(stamp);
-        if phase != STALE {
-            let generation = Cache::generation(stamp);
-            let local = match &self.local {
-                Some(local) if local.generation == generation => Some(local.clone()),
-                _ => self.renew_local(),
-            };
-            if let Some(local) = local {
-                if phase == SOFT && self.cache.claim_refresh(stamp) {
-                    self.cache.refresh_in_background();
+        if Cache::phase(stamp) != STALE {
+            if let Some(local) = &self.local {
+                if local.generation == Cache::generation(stamp) {
+                    let local = local.clone();
+                    self.cache.refresh_if_due(stamp);
+                    return send(&mut self.inner, local, req);
                 }
-                return send(&mut self.inner, local, req);
             }
         }
-        self.call_slow(req)
+        self.call_slow(req, stamp)
     }
 }
 
 impl<S: Clone> KeroAuth<S> {
-    /// `call` when the token is stale or missing: ask the cache, and wait for a fetch if needed.
+    /// `call` when this clone has no view of a usable token (its first request, a new
+    /// generation, or the token is stale): ask the cache, and wait for a fetch if needed.
     #[inline(never)]
-    fn call_slow<ReqB, ResB>(&mut self, req: Request<ReqB>) -> ResponseFuture<S, ReqB, ResB>
+    fn call_slow<ReqB, ResB>(
+        &mut self,
+        req: Request<ReqB>,
+        stamp: u64,
+    ) -> ResponseFuture<S, ReqB, ResB>
     where
         S: Service<Request<ReplayBody<ReqB>>, Response = Response<ResB>>,
         ReqB: Body,
     {
         match self.cache.obtain(0) {
             Acquire::Ready(current) => {
+                // A clone's first request may be the one to see the refresh window open (with a
+                // clone per request, it always is).
+                self.cache.refresh_if_due(stamp);
                 let local = self.install(&current);
                 send(&mut self.inner, local, req)
             }
